@@ -1,0 +1,284 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/bgworker/bgworker/internal/codec"
+)
+
+// ReplyID is the PID Id of a reply address: a PID{Address: the peer's reply
+// address, Id: ReplyID, RequestId: n} routes a response to request n.
+const ReplyID = "$reply"
+
+// RemoteError is the result of a request that the far side answered with an
+// error: it could not decode the message or encode the response, or the
+// target does not exist. A future returns it as its result.
+type RemoteError struct {
+	Target string
+	Reason string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("bridge: request to %q failed on the far side: %s", e.Target, e.Reason)
+}
+
+// Endpoint connects an actor system to the far side of a Conn. It is an
+// actor.Process: a message sent to a PID that resolves to it crosses the
+// bridge; a message that arrives is delivered to a local actor found by
+// Resolve. Requests across the bridge keep the sender locally, keyed by a
+// request id, so responses find their futures; when the connection ends
+// every pending sender gets a dead letter, never a hang.
+type Endpoint struct {
+	conn   *Conn
+	system *actor.ActorSystem
+	// resolve finds the local actor for an inbound target name ("" = the
+	// default one). nil PID and an error reason when there is none.
+	resolve func(target string) (*actor.PID, error)
+	// replyTo is the address by which local actors answer inbound requests.
+	replyTo string
+	log     *slog.Logger
+
+	nextID  atomic.Uint32
+	mu      sync.Mutex
+	pending map[uint32]*actor.PID
+	closed  bool
+
+	// Counters for metrics.
+	Undeliverable atomic.Uint64 // inbound messages with no target or that failed to decode
+	EncodeErrors  atomic.Uint64 // outbound messages that could not be encoded
+}
+
+// NewEndpoint makes an endpoint. replyTo is an address that the system
+// resolves back to this endpoint (see ReplyPID).
+func NewEndpoint(conn *Conn, system *actor.ActorSystem, replyTo string, resolve func(string) (*actor.PID, error), log *slog.Logger) *Endpoint {
+	return &Endpoint{conn: conn, system: system, replyTo: replyTo, resolve: resolve, log: log, pending: map[uint32]*actor.PID{}}
+}
+
+// Conn returns the endpoint's connection.
+func (e *Endpoint) Conn() *Conn { return e.conn }
+
+// SendUserMessage sends a message across: a response when pid is a reply
+// PID, a request when the envelope has a sender, a tell otherwise. pid.Id
+// names the target on the far side ("" = the far side's worker).
+func (e *Endpoint) SendUserMessage(pid *actor.PID, message any) {
+	_, msg, sender := actor.UnwrapEnvelope(message)
+	if pid.Id == ReplyID {
+		e.respond(pid.RequestId, pid, msg)
+		return
+	}
+	target := pid.Id
+	if sender == nil {
+		if err := e.Tell(target, msg); err != nil {
+			e.log.Warn("bridge: message dropped", "target", target, "err", err)
+		}
+		return
+	}
+	if err := e.request(target, msg, sender); err != nil {
+		e.system.Root.Send(sender, &RemoteError{Target: target, Reason: err.Error()})
+	}
+}
+
+// SendSystemMessage drops system messages: watch and stop do not cross the
+// bridge (a worker's life is the postmaster's business).
+func (e *Endpoint) SendSystemMessage(*actor.PID, any) {}
+
+// Stop does nothing: the far side is stopped by the postmaster.
+func (e *Endpoint) Stop(*actor.PID) {}
+
+// Tell sends msg one way to target on the far side.
+func (e *Endpoint) Tell(target string, msg any) error {
+	var encErr error
+	err := e.conn.Send(func(b []byte) []byte {
+		out, s := AppendTellHeader(b, target, "")
+		typPos := len(out) - 2
+		typ, out2, err := codec.Encode(out, msg)
+		if err != nil {
+			encErr = err
+			return b
+		}
+		return FinishFrame(patchType(out2, typPos, typ), s)
+	})
+	if encErr != nil {
+		e.EncodeErrors.Add(1)
+		return encErr
+	}
+	return err
+}
+
+// patchType inserts the type name, written as an empty string at typPos,
+// now that the codec has said what it is. Type names are short, so the
+// move of the payload is cheap; doing it this way lets the codec append the
+// payload without a temporary buffer.
+func patchType(b []byte, typPos int, typ string) []byte {
+	if len(typ) == 0 {
+		return b
+	}
+	n := len(typ)
+	b = append(b, make([]byte, n)...)
+	copy(b[typPos+2+n:], b[typPos+2:len(b)-n])
+	b[typPos] = byte(n)
+	b[typPos+1] = byte(n >> 8)
+	copy(b[typPos+2:], typ)
+	return b
+}
+
+func (e *Endpoint) request(target string, msg any, sender *actor.PID) error {
+	id := e.nextID.Add(1)
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	e.pending[id] = sender
+	e.mu.Unlock()
+	var encErr error
+	err := e.conn.Send(func(b []byte) []byte {
+		out, s := AppendRequestHeader(b, uint64(id), target, "")
+		typPos := len(out) - 2
+		typ, out2, err := codec.Encode(out, msg)
+		if err != nil {
+			encErr = err
+			return b
+		}
+		return FinishFrame(patchType(out2, typPos, typ), s)
+	})
+	if encErr != nil {
+		e.EncodeErrors.Add(1)
+		err = encErr
+	}
+	if err != nil {
+		e.mu.Lock()
+		delete(e.pending, id)
+		e.mu.Unlock()
+	}
+	return err
+}
+
+func (e *Endpoint) respond(id uint32, _ *actor.PID, msg any) {
+	if re, ok := msg.(*RemoteError); ok {
+		e.sendStatus(id, StatusError, re.Reason)
+		return
+	}
+	if _, ok := msg.(*actor.DeadLetterResponse); ok {
+		e.sendStatus(id, StatusUnavailable, "dead letter")
+		return
+	}
+	var encErr error
+	err := e.conn.Send(func(b []byte) []byte {
+		out, s := AppendResponseHeader(b, uint64(id), StatusOK, "")
+		typPos := len(out) - 2
+		typ, out2, err := codec.Encode(out, msg)
+		if err != nil {
+			encErr = err
+			return b
+		}
+		return FinishFrame(patchType(out2, typPos, typ), s)
+	})
+	if encErr != nil {
+		e.EncodeErrors.Add(1)
+		e.sendStatus(id, StatusError, encErr.Error())
+		return
+	}
+	if err != nil {
+		e.log.Debug("bridge: response dropped", "err", err)
+	}
+}
+
+func (e *Endpoint) sendStatus(id uint32, status uint8, text string) {
+	_ = e.conn.Send(func(b []byte) []byte {
+		out, s := AppendResponseHeader(b, uint64(id), status, "")
+		return FinishFrame(append(out, text...), s)
+	})
+}
+
+// Handle delivers an inbound Tell, Request or Response frame. It returns a
+// protocol error for a malformed frame; an unknown target or a payload that
+// does not decode is answered (requests) or counted (tells), not fatal.
+func (e *Endpoint) Handle(k Kind, body []byte) error {
+	m, err := ParseMessage(k, body)
+	if err != nil {
+		return err
+	}
+	switch k {
+	case KindResponse:
+		e.mu.Lock()
+		sender := e.pending[uint32(m.ID)]
+		delete(e.pending, uint32(m.ID))
+		e.mu.Unlock()
+		if sender == nil {
+			return nil // answered after its future timed out
+		}
+		switch m.Status {
+		case StatusOK:
+			msg, err := codec.Decode(string(m.Type), m.Payload)
+			if err != nil {
+				e.Undeliverable.Add(1)
+				e.system.Root.Send(sender, &RemoteError{Reason: err.Error()})
+				return nil
+			}
+			e.system.Root.Send(sender, msg)
+		case StatusUnavailable:
+			e.system.Root.Send(sender, &actor.DeadLetterResponse{})
+		default:
+			e.system.Root.Send(sender, &RemoteError{Reason: string(m.Payload)})
+		}
+		return nil
+	}
+	target := string(m.Target)
+	dst, rerr := e.resolve(target)
+	if rerr != nil {
+		e.Undeliverable.Add(1)
+		if k == KindRequest {
+			e.sendStatus(uint32(m.ID), StatusError, rerr.Error())
+		} else {
+			e.log.Warn("bridge: tell to unknown target dropped", "target", target, "err", rerr)
+		}
+		return nil
+	}
+	msg, err := codec.Decode(string(m.Type), m.Payload)
+	if err != nil {
+		e.Undeliverable.Add(1)
+		if k == KindRequest {
+			e.sendStatus(uint32(m.ID), StatusError, err.Error())
+		} else {
+			e.log.Warn("bridge: undecodable tell dropped", "target", target, "err", err)
+		}
+		return nil
+	}
+	if k == KindTell {
+		e.system.Root.Send(dst, msg)
+		return nil
+	}
+	reply := &actor.PID{Address: e.replyTo, Id: ReplyID, RequestId: uint32(m.ID)}
+	e.system.Root.RequestWithCustomSender(dst, msg, reply)
+	return nil
+}
+
+// Close fails every pending request with a dead letter; later requests fail
+// at once. It does not close the connection.
+func (e *Endpoint) Close() {
+	e.mu.Lock()
+	e.closed = true
+	pending := e.pending
+	e.pending = map[uint32]*actor.PID{}
+	e.mu.Unlock()
+	for _, s := range pending {
+		e.system.Root.Send(s, &actor.DeadLetterResponse{})
+	}
+}
+
+// Pending returns the number of requests waiting for a response.
+func (e *Endpoint) Pending() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.pending)
+}
+
+// ErrNoTarget is wrapped by resolve functions for an unknown target.
+var ErrNoTarget = errors.New("no actor exposed under that name")

@@ -1,0 +1,159 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/bgworker/bgworker/actors"
+	"github.com/bgworker/bgworker/phases"
+)
+
+func TestWorkerRequestResponseAndTell(t *testing.T) {
+	h := newHarness(t, Config{})
+	hd, pid := h.start("echo1", "echo", "", nil)
+	if pid <= 0 {
+		t.Fatalf("pid = %d", pid)
+	}
+	root := h.rt.System().Root
+	r, err := root.RequestFuture(hd.PID(), Ping{N: 7, Text: "hi"}, 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := r.(Ping); !ok || got.N != 7 || got.Text != "hi" {
+		t.Fatalf("response = %#v, want Ping{7, hi}", r)
+	}
+	r, err = root.RequestFuture(hd.PID(), []byte("raw"), 5*time.Second).Result()
+	if err != nil || string(r.([]byte)) != "raw" {
+		t.Fatalf("bytes response = %v, %v", r, err)
+	}
+	for range 100 {
+		root.Send(hd.PID(), Ping{N: 1})
+	}
+	r, err = root.RequestFuture(hd.PID(), "count", 5*time.Second).Result()
+	if err != nil || r.(string) != "100" {
+		t.Fatalf("count = %v, %v; want 100 (tells are delivered in order before the request)", r, err)
+	}
+	// An unregistered Go type is an error at the sender, not a silent drop.
+	type unregistered struct{ X int }
+	r, _ = root.RequestFuture(hd.PID(), unregistered{1}, 5*time.Second).Result()
+	if err, ok := r.(error); !ok || !strings.Contains(err.Error(), "register") {
+		t.Fatalf("unserialisable request result = %#v, want an error naming registration", r)
+	}
+	wi := h.info("echo1")
+	if wi.State != Running || wi.PID != pid || !wi.Dynamic {
+		t.Fatalf("info = %+v", wi)
+	}
+	if err := hd.Terminate(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	ex, err := hd.WaitStopped(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex == nil || ex.Crash {
+		t.Fatalf("exit after terminate = %+v, want a clean stop", ex)
+	}
+	// Not running: requests get a dead letter at once.
+	if _, err := root.RequestFuture(hd.PID(), Ping{}, 5*time.Second).Result(); !errors.Is(err, actor.ErrDeadLetter) {
+		t.Fatalf("request to stopped worker: err = %v, want ErrDeadLetter", err)
+	}
+}
+
+func TestConnectWorkerReachesExposedHostActor(t *testing.T) {
+	h := newHarness(t, Config{})
+	got := make(chan Ping, 4)
+	store := h.rt.System().Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if p, ok := ctx.Message().(Ping); ok {
+			if ctx.Sender() != nil {
+				ctx.Respond(Ping{N: p.N + 1})
+			} else {
+				got <- p
+			}
+		}
+	}))
+	defer h.rt.System().Root.Stop(store)
+	if err := h.rt.Expose("store", store); err != nil {
+		t.Fatal(err)
+	}
+	h.start("caller1", "caller", "store", func(s *actors.Spec) { s.Connect = true })
+	select {
+	case p := <-got:
+		if p.N != 1 {
+			t.Fatalf("tell = %+v", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no tell from the connected worker")
+	}
+	// An unknown target: the request fails and the worker exits 1.
+	hd, err := h.rt.StartWorker(ctx(t), actors.Spec{Name: "caller2", Type: "caller", Connect: true, Arg: []byte("nosuch"), StartAt: phases.PostmasterStart, Restart: actors.NeverRestart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := hd.WaitStopped(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Reason != ReasonExit1 || !strings.Contains(ex.Stderr, "nosuch") {
+		t.Fatalf("exit = %+v, want exit1 with an error naming the target", ex)
+	}
+}
+
+func TestWorkerWithoutConnectCannotReachHost(t *testing.T) {
+	h := newHarness(t, Config{})
+	store := h.rt.System().Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(Ping); ok && ctx.Sender() != nil {
+			ctx.Respond(Ping{N: 42})
+		}
+	}))
+	defer h.rt.System().Root.Stop(store)
+	h.rt.Expose("store", store)
+	hd, err := h.rt.StartWorker(ctx(t), actors.Spec{Name: "nc", Type: "caller", Connect: false, Arg: []byte("store"), StartAt: phases.PostmasterStart, Restart: actors.NeverRestart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := hd.WaitStopped(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Reason != ReasonExit1 || !strings.Contains(ex.Stderr, "Connect") {
+		t.Fatalf("exit = %+v, want exit1 with ErrNotConnected", ex)
+	}
+}
+
+// RELIABILITY row 4: SIGKILL from outside is a crash, reason signal:KILL,
+// and the worker restarts with a new pid.
+func TestRow04SigkillIsCrashAndRestarts(t *testing.T) {
+	h := newHarness(t, Config{})
+	_, pid := h.start("k", "fault", "run", nil)
+	_, sib := h.start("sib", "fault", "run", nil)
+	syscall.Kill(pid, syscall.SIGKILL) // the test is outside the runtime; it may use a raw pid
+	ev := h.waitState("k", Crashed)
+	if ev.Exit.Reason != "signal:KILL" || !ev.Exit.Crash {
+		t.Fatalf("exit = %+v, want signal:KILL crash", ev.Exit)
+	}
+	pe := h.waitState("k", Pending)
+	if pe.Backoff != 50*time.Millisecond {
+		t.Fatalf("backoff = %v, want 50ms", pe.Backoff)
+	}
+	re := h.waitState("k", Running)
+	if re.PID == pid || re.PID == 0 {
+		t.Fatalf("new pid %d, old %d", re.PID, pid)
+	}
+	if lag := re.At.Sub(pe.At); lag < 50*time.Millisecond {
+		t.Fatalf("restarted %v after the crash, before the 50ms backoff", lag)
+	}
+	if h.info("sib").PID != sib {
+		t.Fatal("sibling pid changed")
+	}
+	if wi := h.info("k"); wi.Restarts != 1 {
+		t.Fatalf("restarts = %d, want 1", wi.Restarts)
+	}
+}
+
+var _ = context.Background

@@ -1,0 +1,432 @@
+package runtime
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	goruntime "runtime"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/sys/unix"
+
+	"github.com/bgworker/bgworker/actors"
+	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/shmactor"
+)
+
+// Environment variables and descriptors of the child protocol.
+const (
+	// envChild marks a child process and carries the handshake cookie (hex).
+	envChild = "BGWORKER_CHILD"
+	// childFD is the bridge socket's descriptor in the child.
+	childFD = 3
+	// hostAddress is the actor address by which a child reaches the host.
+	hostAddress = "bgworker-host"
+	// exitRefused is the exit code of a binary started in child mode by
+	// hand, without a bridge.
+	exitRefused = 64
+	// exitLost is the exit code of a child whose postmaster went away.
+	exitLost = 1
+)
+
+// Main must be the first call in the host binary's main function. In the
+// host it returns at once. In a child process (the host binary re-executed
+// by the postmaster) it runs the assigned worker and exits with the
+// worker's exit code; it never returns. Child mode needs both the marker
+// in the environment and a bridge socket on fd 3 that completes the
+// handshake; a binary started by hand with only the marker prints a short
+// refusal and exits with code 64.
+func Main() {
+	cookie, ok := os.LookupEnv(envChild)
+	if !ok {
+		return
+	}
+	os.Unsetenv(envChild)
+	os.Exit(childMain(cookie))
+}
+
+func refuse(format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "bgworker: refusing to run as a worker: "+format+"\n", args...)
+	fmt.Fprintf(os.Stderr, "bgworker: this binary starts workers itself; run it without %s\n", envChild)
+	return exitRefused
+}
+
+func childMain(cookieHex string) int {
+	var cookie [bridge.CookieLen]byte
+	if b, err := hex.DecodeString(cookieHex); err != nil || len(b) != bridge.CookieLen {
+		return refuse("%s is not a valid handshake cookie", envChild)
+	} else {
+		copy(cookie[:], b)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(childFD, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return refuse("fd %d is not a bridge socket", childFD)
+	}
+	f := os.NewFile(childFD, "bridge")
+	conn, err := bridge.FileConn(f, bridge.DefaultMaxFrame)
+	f.Close()
+	if err != nil {
+		return refuse("%v", err)
+	}
+	c := &child{
+		conn:     conn,
+		welcome:  make(chan bridge.Welcome, 1),
+		assign:   make(chan bridge.Assign, 1),
+		sysReady: make(chan struct{}),
+		exit:     make(chan int, 1),
+		term:     make(chan struct{}),
+	}
+	c.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if err := conn.Send(func(b []byte) []byte {
+		return bridge.AppendHello(b, bridge.Hello{Version: bridge.Version, PID: uint32(os.Getpid()), Cookie: cookie})
+	}); err != nil {
+		return refuse("handshake: %v", err)
+	}
+	go c.read()
+	// Build the actor system while the handshake is in flight: it is the
+	// largest part of a cold start.
+	c.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}))
+	var w bridge.Welcome
+	select {
+	case w = <-c.welcome:
+	case code := <-c.exit:
+		return code
+	}
+	c.ep = bridge.NewEndpoint(conn, c.system, hostAddress, c.resolve, c.log)
+	c.system.ProcessRegistry.RegisterAddressResolver(func(pid *actor.PID) (actor.Process, bool) {
+		if pid.Address == hostAddress {
+			return c.ep, true
+		}
+		return nil, false
+	})
+	close(c.sysReady)
+	if err := conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindIdle) }); err != nil {
+		return exitLost
+	}
+	if w.HeartbeatMS > 0 {
+		go c.heartbeat(time.Duration(w.HeartbeatMS) * time.Millisecond)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	go func() {
+		for range sigs {
+			c.terminate(time.Time{})
+		}
+	}()
+	var a bridge.Assign
+	select {
+	case a = <-c.assign:
+	case code := <-c.exit:
+		return code
+	}
+	code := c.run(a)
+	return code
+}
+
+// child is the child process's side of the bridge.
+type child struct {
+	conn     *bridge.Conn
+	ep       *bridge.Endpoint
+	system   *actor.ActorSystem
+	log      *slog.Logger
+	welcome  chan bridge.Welcome
+	assign   chan bridge.Assign
+	sysReady chan struct{}
+	exit     chan int
+
+	worker   *worker
+	termOnce sync.Once
+	term     chan struct{}
+	deadline time.Time
+}
+
+func (c *child) read() {
+	state := 0 // 0: awaiting Welcome; 1: awaiting Assign; 2: running
+	err := c.conn.ReadLoop(func(k bridge.Kind, body []byte) error {
+		switch {
+		case k == bridge.KindHeartbeat:
+			return bridge.ParseEmpty(k, body)
+		case state == 0 && k == bridge.KindWelcome:
+			w, err := bridge.ParseWelcome(body)
+			if err != nil {
+				return err
+			}
+			if w.Version != bridge.Version {
+				return fmt.Errorf("bridge: host speaks version %d, child %d", w.Version, bridge.Version)
+			}
+			state = 1
+			c.welcome <- w
+			return nil
+		case state == 1 && k == bridge.KindAssign:
+			a, err := bridge.ParseAssign(body)
+			if err != nil {
+				return err
+			}
+			state = 2
+			<-c.sysReady
+			c.assign <- a
+			return nil
+		case state >= 1 && k == bridge.KindTerminate:
+			d, err := bridge.ParseTerminate(body)
+			if err != nil {
+				return err
+			}
+			c.terminate(time.Unix(0, d))
+			return nil
+		case state == 2 && (k == bridge.KindTell || k == bridge.KindRequest || k == bridge.KindResponse):
+			return c.ep.Handle(k, body)
+		}
+		return &bridge.ProtocolError{Kind: k, Reason: "unexpected in this state"}
+	}, true)
+	// The postmaster is gone (EOF) or broke the protocol: nothing left to
+	// serve. PostgreSQL's children exit the same way on postmaster death.
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintf(os.Stderr, "bgworker: bridge: %v\n", err)
+	}
+	os.Exit(exitLost)
+}
+
+func (c *child) heartbeat(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for range t.C {
+		if err := c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
+			return
+		}
+	}
+}
+
+// resolve maps an inbound target to the worker actor: a child has only one.
+func (c *child) resolve(target string) (*actor.PID, error) {
+	if target != "" {
+		return nil, fmt.Errorf("%w: a child has only its worker, not %q", bridge.ErrNoTarget, target)
+	}
+	if w := c.worker; w != nil && w.self != nil {
+		return w.self, nil
+	}
+	return nil, fmt.Errorf("%w: worker not started", bridge.ErrNoTarget)
+}
+
+func (c *child) terminate(deadline time.Time) {
+	c.termOnce.Do(func() {
+		c.deadline = deadline
+		close(c.term)
+	})
+}
+
+// finish ends the child with the exit contract: goodbye for 0 and 1, then
+// exit. Called once, from whichever path ends the worker first.
+func (c *child) finish(code int) {
+	select {
+	case c.exit <- code:
+	default:
+	}
+}
+
+func (c *child) run(a bridge.Assign) int {
+	spec, ok := actors.Lookup(a.Code)
+	if !ok {
+		fmt.Fprintf(os.Stderr, "bgworker: no worker %q is registered in this binary\n", a.Code)
+		return actors.ExitPanic
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &worker{c: c, spec: spec, assign: a, ctx: ctx}
+	if a.Flags&bridge.FlagSharedMemory != 0 {
+		f := c.conn.TakeFile("segment")
+		if f == nil {
+			fmt.Fprintf(os.Stderr, "bgworker: worker %q: assigned shared memory but no segment was passed\n", a.Name)
+			return actors.ExitPanic
+		}
+		seg, err := shmactor.Open(f)
+		f.Close()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bgworker: worker %q: %v\n", a.Name, err)
+			return actors.ExitPanic
+		}
+		w.seg = seg
+	}
+	c.worker = w
+	go func() {
+		<-c.term
+		cancel()
+		if w.self != nil && spec.Props != nil {
+			c.system.Root.Send(w.self, &actors.Terminate{Deadline: c.deadline})
+		}
+	}()
+	var props *actor.Props
+	if spec.Props != nil {
+		props = spec.Props(w)
+		if props == nil {
+			fmt.Fprintf(os.Stderr, "bgworker: worker %q: Props returned nil\n", a.Name)
+			return actors.ExitPanic
+		}
+	} else {
+		props = actor.PropsFromProducer(func() actor.Actor { return &runActor{w: w, fn: spec.Run} })
+	}
+	props = props.Configure(actor.WithReceiverMiddleware(w.lifecycle))
+	pid, err := c.system.Root.WithGuardian(crashStrategy{c}).SpawnNamed(props, "worker")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bgworker: worker %q: spawn: %v\n", a.Name, err)
+		return actors.ExitPanic
+	}
+	w.self = pid
+	code := <-c.exit
+	if code == actors.ExitDone || code == actors.ExitRestart {
+		_ = c.conn.Send(func(b []byte) []byte { return bridge.AppendGoodbye(b, uint8(code)) })
+		flushed := make(chan struct{})
+		go func() { c.conn.Flush(); close(flushed) }()
+		select {
+		case <-flushed:
+		case <-time.After(time.Second):
+		}
+	}
+	return code
+}
+
+// crashStrategy is the guardian of the worker actor: a panic in the actor
+// is a crash of the worker process (exit 2), not an in-process restart.
+// The postmaster decides restarts, with the process as the unit.
+type crashStrategy struct{ c *child }
+
+func (s crashStrategy) HandleFailure(_ *actor.ActorSystem, _ actor.Supervisor, _ *actor.PID, _ *actor.RestartStatistics, reason any, message any) {
+	fmt.Fprintf(os.Stderr, "bgworker: worker actor panicked: %v (while handling %T)\n", reason, message)
+	s.c.finish(actors.ExitPanic)
+}
+
+// worker implements actors.Worker in the child.
+type worker struct {
+	c      *child
+	spec   actors.Spec
+	assign bridge.Assign
+	ctx    context.Context // cancelled when the postmaster asks the worker to stop
+	self   *actor.PID
+	seg    *shmactor.Segment
+	ready  sync.Once
+}
+
+func (w *worker) Name() string                 { return w.assign.Name }
+func (w *worker) Type() string                 { return w.assign.Code }
+func (w *worker) Arg() []byte                  { return w.assign.Arg }
+func (w *worker) Incarnation() uint64          { return w.assign.Incarnation }
+func (w *worker) Logger() *slog.Logger         { return w.c.log.With("worker", w.assign.Name) }
+func (w *worker) System() *actor.ActorSystem   { return w.c.system }
+func (w *worker) Self() *actor.PID             { return w.self }
+func (w *worker) Segment() *shmactor.Segment   { return w.seg }
+func (w *worker) Terminating() <-chan struct{} { return w.c.term }
+
+func (w *worker) Exit(err error) {
+	if err == nil {
+		w.c.finish(actors.ExitDone)
+	} else {
+		fmt.Fprintf(os.Stderr, "bgworker: worker %q exits for restart: %v\n", w.assign.Name, err)
+		w.c.finish(actors.ExitRestart)
+	}
+	select {} // the process exits; this goroutine never continues
+}
+
+func (w *worker) connected() error {
+	if w.assign.Flags&bridge.FlagConnect == 0 {
+		return actors.ErrNotConnected
+	}
+	return nil
+}
+
+func (w *worker) Send(target string, msg any) error {
+	if err := w.connected(); err != nil {
+		return err
+	}
+	return w.c.ep.Tell(target, msg)
+}
+
+func (w *worker) Request(ctx context.Context, target string, msg any) (any, error) {
+	if err := w.connected(); err != nil {
+		return nil, err
+	}
+	timeout := time.Minute
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+		if timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	f := w.c.system.Root.RequestFuture(actor.NewPID(hostAddress, target), msg, timeout)
+	type result struct {
+		v   any
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { v, err := f.Result(); done <- result{v, err} }()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			if errors.Is(r.err, actor.ErrDeadLetter) {
+				return nil, fmt.Errorf("runtime: request to host actor %q: no such actor or it stopped: %w", target, r.err)
+			}
+			return nil, fmt.Errorf("runtime: request to host actor %q: %w", target, r.err)
+		}
+		if re, ok := r.v.(*bridge.RemoteError); ok {
+			return nil, re
+		}
+		return r.v, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// lifecycle is a receiver middleware on the worker actor: Ready once the
+// actor has handled Started, done (exit 0) once it has stopped.
+func (w *worker) lifecycle(next actor.ReceiverFunc) actor.ReceiverFunc {
+	return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
+		next(ctx, env)
+		switch env.Message.(type) {
+		case *actor.Started:
+			w.ready.Do(func() {
+				_ = w.c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReady) })
+			})
+		case *actor.Stopped:
+			w.c.finish(actors.ExitDone)
+		}
+	}
+}
+
+// runActor adapts a RunFunc to an actor: the function runs on its own
+// goroutine from Started, and its result is the exit code.
+type runActor struct {
+	w  *worker
+	fn actors.RunFunc
+}
+
+func (r *runActor) Receive(ctx actor.Context) {
+	if _, ok := ctx.Message().(*actor.Started); ok {
+		go r.loop()
+	}
+}
+
+func (r *runActor) loop() {
+	defer func() {
+		if p := recover(); p != nil {
+			fmt.Fprintf(os.Stderr, "bgworker: worker %q panicked: %v\n%s", r.w.assign.Name, p, debug.Stack())
+			r.w.c.finish(actors.ExitPanic)
+			goruntime.Goexit()
+		}
+	}()
+	err := r.fn(r.w.ctx, r.w)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bgworker: worker %q exits for restart: %v\n", r.w.assign.Name, err)
+		r.w.c.finish(actors.ExitRestart)
+		return
+	}
+	r.w.c.finish(actors.ExitDone)
+}

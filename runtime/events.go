@@ -1,0 +1,44 @@
+package runtime
+
+import (
+	"time"
+
+	"github.com/bgworker/bgworker/phases"
+)
+
+// Event is published on the runtime's event stream for every phase change
+// and every worker state change. The types are the ones in this file.
+// Subscribe with Runtime.Subscribe; tests wait on events instead of sleeping.
+type Event interface{ event() }
+
+// WorkerEvent is one state change of one worker.
+type WorkerEvent struct {
+	Name        string
+	Type        string
+	Incarnation uint64
+	PID         int // the process, when there is one
+	From, To    WorkerState
+	Exit        *Exit         // set when the change was caused by an exit
+	Backoff     time.Duration // with To == Pending after an exit: the wait before the restart
+	Cold        bool          // with To == Starting: no idle child was available
+	At          time.Time
+}
+
+// PhaseEvent is published when the runtime enters a phase.
+type PhaseEvent struct {
+	Phase phases.Phase
+	Reset bool // re-entered by an all-for-one reset
+	At    time.Time
+}
+
+// ShutdownEvent is published when a shutdown begins or gets harder, and
+// once more with Done when every child has been reaped.
+type ShutdownEvent struct {
+	Mode phases.ShutdownMode
+	Done bool
+	At   time.Time
+}
+
+func (WorkerEvent) event()   {}
+func (PhaseEvent) event()    {}
+func (ShutdownEvent) event() {}

@@ -1,0 +1,118 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bgworker/bgworker/phases"
+)
+
+// httpServer serves /metrics, /workers, /healthz and /readyz. No pprof,
+// GET only, header and idle timeouts set.
+type httpServer struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{}
+}
+
+// Addr returns the address the HTTP endpoint listens on, or "" when there is
+// none. Useful with HTTPAddr "127.0.0.1:0".
+func (rt *Runtime) Addr() string {
+	if rt.http == nil {
+		return ""
+	}
+	return rt.http.ln.Addr().String()
+}
+
+func (rt *Runtime) startHTTP() (*httpServer, error) {
+	host, _, err := net.SplitHostPort(rt.cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: HTTPAddr %q: %v", ErrInvalidConfig, rt.cfg.HTTPAddr, err)
+	}
+	if !rt.cfg.AllowPublicHTTP {
+		ip := net.ParseIP(host)
+		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return nil, fmt.Errorf("%w: HTTPAddr %q is not a loopback address; set AllowPublicHTTP to serve metrics beyond this machine", ErrInvalidConfig, rt.cfg.HTTPAddr)
+		}
+	}
+	ln, err := net.Listen("tcp", rt.cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("runtime: http: %w", err)
+	}
+	var g prometheus.Gatherer = prometheus.NewRegistry()
+	if rt.cfg.Registry != nil {
+		g = rt.cfg.Registry
+	} else {
+		g = rt.metrics.gatherer
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("GET /workers", func(w http.ResponseWriter, r *http.Request) {
+		ws, err := rt.WorkersContext(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(ws)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := rt.WorkersContext(ctx); err != nil || rt.check() != nil {
+			http.Error(w, "postmaster not answering", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		ws, err := rt.WorkersContext(ctx)
+		if err != nil || rt.check() != nil {
+			http.Error(w, "not running", http.StatusServiceUnavailable)
+			return
+		}
+		if p := phases.Phase(rt.phase.Load()); p < phases.RecoveryFinished {
+			http.Error(w, "phase "+p.String(), http.StatusServiceUnavailable)
+			return
+		}
+		for _, wi := range ws {
+			if wi.State == Failed {
+				http.Error(w, "worker "+wi.Name+" failed", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	h := &httpServer{ln: ln, done: make(chan struct{}), srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}}
+	go func() {
+		defer close(h.done)
+		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			rt.log.Error("runtime: http", "err", err)
+		}
+	}()
+	return h, nil
+}
+
+func (h *httpServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = h.srv.Shutdown(ctx)
+	h.srv.Close()
+	<-h.done
+}

@@ -1,0 +1,380 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+
+	"github.com/bgworker/bgworker/actors"
+	"github.com/bgworker/bgworker/internal/codec"
+	"github.com/bgworker/bgworker/phases"
+	"github.com/bgworker/bgworker/runtime/bridge"
+)
+
+// runID tags every child of this test binary (RELIABILITY I2): children
+// inherit RTTEST_RUN, and after each test no live process may carry it.
+var runID string
+
+func TestMain(m *testing.M) {
+	Main() // in a child: runs the worker and exits
+	if os.Getenv("RTTEST_RUN") == "" {
+		b := make([]byte, 8)
+		rand.Read(b)
+		os.Setenv("RTTEST_RUN", hex.EncodeToString(b))
+	}
+	runID = os.Getenv("RTTEST_RUN")
+	os.Exit(m.Run())
+}
+
+// Ping is a JSON message used across the bridge in tests.
+type Ping struct {
+	N    int
+	Text string
+}
+
+func init() {
+	codec.Register(Ping{})
+	// echo: answers every request with the same message; counts tells.
+	actors.MustDefine(actors.Spec{Name: "echo", Props: func(w actors.Worker) *actor.Props {
+		count := 0
+		return actor.PropsFromFunc(func(ctx actor.Context) {
+			switch m := ctx.Message().(type) {
+			case []byte, Ping:
+				if ctx.Sender() != nil {
+					ctx.Respond(m)
+				} else {
+					count++
+				}
+			case string:
+				if m == "count" {
+					ctx.Respond(strconv.Itoa(count))
+				}
+			}
+		})
+	}})
+	// fault: runs the action named in its Arg once ready.
+	actors.MustDefine(actors.Spec{Name: "fault", Run: func(ctx context.Context, w actors.Worker) error {
+		return runFault(ctx, w, string(w.Arg()))
+	}})
+	// caller: a connected worker that asks the host actor "store" and
+	// reports the answer by exiting 0 (right answer) or 1.
+	actors.MustDefine(actors.Spec{Name: "caller", Connect: true, Run: func(ctx context.Context, w actors.Worker) error {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		target := string(w.Arg())
+		r, err := w.Request(rctx, target, Ping{N: 41, Text: "q"})
+		if err != nil {
+			return fmt.Errorf("request: %w", err)
+		}
+		if p, ok := r.(Ping); !ok || p.N != 42 {
+			return fmt.Errorf("bad answer %#v", r)
+		}
+		if err := w.Send(target, Ping{N: 1}); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return nil
+	}})
+}
+
+// rawWrite writes bytes straight to the bridge socket, under the frames.
+func rawWrite(w actors.Worker, b []byte) {
+	rc, err := w.(*worker).c.conn.SyscallConn()
+	if err != nil {
+		panic(err)
+	}
+	rc.Write(func(fd uintptr) bool {
+		for len(b) > 0 {
+			n, err := unix.Write(int(fd), b)
+			if err == unix.EAGAIN {
+				return false
+			}
+			if err != nil {
+				return true
+			}
+			b = b[n:]
+		}
+		return true
+	})
+}
+
+func runFault(ctx context.Context, w actors.Worker, action string) error {
+	switch action {
+	case "run":
+		<-ctx.Done()
+		return nil
+	case "panic":
+		panic("fault: panic")
+	case "exit0":
+		os.Exit(0)
+	case "exit1":
+		os.Exit(1)
+	case "exit7":
+		os.Exit(7)
+	case "return_error":
+		return errors.New("fault: asked to restart")
+	case "return_nil":
+		return nil
+	case "segv":
+		syscall.Kill(os.Getpid(), syscall.SIGSEGV)
+		select {}
+	case "ignore_term":
+		signal.Ignore(syscall.SIGTERM)
+		for {
+			select {
+			case <-w.Terminating():
+			default:
+			}
+			time.Sleep(time.Millisecond) // busy, ignoring the stop request
+		}
+	case "garbage_frame":
+		rawWrite(w, []byte{0x10, 0, 0, 0, 0xEE, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+		select {}
+	case "bad_magic":
+		rawWrite(w, bridge.AppendEmpty(nil, bridge.KindIdle)) // Idle after Ready: out of order
+		select {}
+	case "huge_len":
+		rawWrite(w, []byte{0xFF, 0xFF, 0xFF, 0xFF, byte(bridge.KindTell)})
+		select {}
+	case "half_frame_exit":
+		rawWrite(w, []byte{0x40, 0, 0, 0, byte(bridge.KindTell), 0, 0})
+		os.Exit(3)
+	case "half_frame_sleep":
+		rawWrite(w, []byte{0x40, 0, 0, 0, byte(bridge.KindTell), 0, 0})
+		w.(*worker).c.conn.Close() // no more heartbeats either
+		select {}
+	case "close_sock":
+		w.(*worker).c.conn.Close()
+		select {}
+	case "deadlock":
+		// Hold the write queue: heartbeats stop, the process lives on.
+		c := w.(*worker).c.conn
+		c.Send(func(b []byte) []byte { select {} })
+	case "spam_stdout":
+		line := bytes.Repeat([]byte("x"), 1<<20)
+		for range 10 {
+			os.Stdout.Write(line)
+		}
+		os.Stdout.Write([]byte("\nspam done\n"))
+		<-ctx.Done()
+		return nil
+	case "grandchild":
+		// A worker's own child process dies with it (process group).
+		cmd := execSleep()
+		fmt.Printf("grandchild %d\n", cmd.Process.Pid)
+		<-ctx.Done()
+		return nil
+	}
+	return fmt.Errorf("unknown fault action %q", action)
+}
+
+// ---- the always-assert harness (RELIABILITY I1–I4) ----
+
+type harness struct {
+	t      *testing.T
+	rt     *Runtime
+	fds    int
+	events chan Event
+	unsub  func()
+	mu     sync.Mutex
+	log    []Event
+}
+
+func fdCount(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// newHarness starts a runtime for a test and registers the checks that run
+// after it: shutdown, no goroutine leak, fds back to baseline, no zombie,
+// no orphan.
+func newHarness(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	h := &harness{t: t, events: make(chan Event, 4096)}
+	h.fds = fdCount(t)
+	if cfg.Workers == nil {
+		cfg.Workers = []actors.Spec{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+	}
+	rt, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.rt = rt
+	h.unsub = rt.Subscribe(func(e Event) {
+		h.mu.Lock()
+		h.log = append(h.log, e)
+		h.mu.Unlock()
+		select {
+		case h.events <- e:
+		default:
+		}
+	})
+	t.Cleanup(h.finish)
+	if err := rt.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *harness) finish() {
+	t := h.t
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.rt.Shutdown(sctx, phases.Fast); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	h.unsub()
+	goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	if n := fdCount(t); n != h.fds {
+		t.Errorf("fd count after shutdown = %d, want baseline %d", n, h.fds)
+	}
+	checkNoZombieNoOrphan(t)
+}
+
+// checkNoZombieNoOrphan scans /proc: no zombie child of ours (I1) and no
+// live process tagged with this run's id other than ourselves (I2).
+func checkNoZombieNoOrphan(t *testing.T) {
+	t.Helper()
+	self := os.Getpid()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(stat)
+		rest := s[strings.LastIndexByte(s, ')')+2:]
+		fields := strings.Fields(rest)
+		if len(fields) > 1 && fields[1] == strconv.Itoa(self) && fields[0] == "Z" {
+			t.Errorf("zombie child %d", pid)
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(env, []byte("RTTEST_RUN="+runID+"\x00")) && fields[0] != "Z" {
+			t.Errorf("orphan process %d (%s) still alive", pid, strings.TrimSpace(s[:min(len(s), 60)]))
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// timeoutMult scales time bounds (RTTEST_TIMEOUT_MULT, as PostgreSQL's
+// timeout_default).
+func timeoutMult() time.Duration {
+	if v, err := strconv.Atoi(os.Getenv("RTTEST_TIMEOUT_MULT")); err == nil && v > 0 {
+		return time.Duration(v)
+	}
+	return 1
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 15*time.Second*timeoutMult())
+	t.Cleanup(cancel)
+	return c
+}
+
+// waitEvent waits for the first event that matches.
+func (h *harness) waitEvent(what string, match func(Event) bool) Event {
+	h.t.Helper()
+	deadline := time.After(15 * time.Second * timeoutMult())
+	for {
+		select {
+		case e := <-h.events:
+			if match(e) {
+				return e
+			}
+		case <-deadline:
+			h.t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func (h *harness) waitState(name string, to WorkerState) WorkerEvent {
+	h.t.Helper()
+	return h.waitEvent(name+" → "+to.String(), func(e Event) bool {
+		we, ok := e.(WorkerEvent)
+		return ok && we.Name == name && we.To == to
+	}).(WorkerEvent)
+}
+
+// events returns the worker events recorded so far for name.
+func (h *harness) workerEvents(name string) []WorkerEvent {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []WorkerEvent
+	for _, e := range h.log {
+		if we, ok := e.(WorkerEvent); ok && we.Name == name {
+			out = append(out, we)
+		}
+	}
+	return out
+}
+
+func (h *harness) start(name, code, arg string, mod func(*actors.Spec)) (*Handle, int) {
+	h.t.Helper()
+	sp := actors.Spec{Name: name, Type: code, Arg: []byte(arg), StartAt: phases.PostmasterStart,
+		Restart: actors.Fixed(50 * time.Millisecond), StopTimeout: time.Second}
+	if mod != nil {
+		mod(&sp)
+	}
+	hd, err := h.rt.StartWorker(ctx(h.t), sp)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	pid, err := hd.WaitStarted(ctx(h.t))
+	if err != nil {
+		h.t.Fatalf("WaitStarted(%s): %v", name, err)
+	}
+	return hd, pid
+}
+
+func (h *harness) info(name string) WorkerInfo {
+	for _, w := range h.rt.Workers() {
+		if w.Name == name {
+			return w
+		}
+	}
+	h.t.Fatalf("no worker %q", name)
+	return WorkerInfo{}
+}
+
+var _ = io.EOF

@@ -1,0 +1,123 @@
+package runtime
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/bgworker/bgworker/phases"
+)
+
+// WorkerState is where a worker is in its life. The legal moves:
+//
+//	registered → pending → starting → running → stopping → stopped
+//	                ↑          │          │
+//	                │          ├──────────┴──→ crashed ──→ pending (restart after backoff)
+//	                │          │                  └──────→ failed  (intensity exceeded, or never restart)
+//	                └──────────┴── pending (exit 1: restart after backoff)
+//
+// stopped, failed and a crashed worker with no restart coming are terminal.
+type WorkerState uint8
+
+const (
+	// Registered: known, its start phase not reached yet.
+	Registered WorkerState = iota + 1
+	// Pending: waiting for a start slot in the server loop, or for its
+	// restart backoff to elapse.
+	Pending
+	// Starting: its process is spawned; it has not reported ready.
+	Starting
+	// Running: the worker actor has started and reported ready.
+	Running
+	// Stopping: asked to stop (SIGTERM); killed at the end of its grace period.
+	Stopping
+	// Stopped: done (exit 0), or stopped on request. Terminal.
+	Stopped
+	// Crashed: its process crashed. Transient when a restart follows,
+	// terminal under NeverRestart.
+	Crashed
+	// Failed: restarted too often (restart intensity exceeded). Terminal.
+	Failed
+)
+
+var stateNames = [...]string{"", "registered", "pending", "starting", "running", "stopping", "stopped", "crashed", "failed"}
+
+// States lists every state, for metrics.
+var States = []WorkerState{Registered, Pending, Starting, Running, Stopping, Stopped, Crashed, Failed}
+
+func (s WorkerState) String() string {
+	if int(s) < len(stateNames) && s > 0 {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// MarshalText encodes the state by name.
+func (s WorkerState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Alive reports whether the worker has (or is about to have) a process.
+func (s WorkerState) Alive() bool { return s == Starting || s == Running || s == Stopping }
+
+// Exit reasons. A reason is a bounded label: exit codes and signals by name,
+// or why the postmaster ended the process.
+const (
+	ReasonExit0        = "exit0"             // exit 0 with goodbye: done
+	ReasonExit1        = "exit1"             // exit 1 with goodbye: restart after backoff
+	ReasonExit2        = "exit2"             // exit 2: a Go panic
+	ReasonExitOther    = "exit_other"        // another exit code; see Code
+	ReasonNoGoodbye    = "no_goodbye"        // exit 0 or 1 without a goodbye, from a shared-memory worker
+	ReasonStartTimeout = "start_timeout"     // never reported ready in time; killed
+	ReasonHeartbeat    = "heartbeat_timeout" // stopped heartbeating; killed
+	ReasonProtocol     = "protocol_error"    // broke the bridge protocol; killed
+	ReasonKilled       = "killed"            // did not stop within its grace period; killed
+	ReasonSpawnFailed  = "spawn_failed"      // the process could not be started
+	ReasonGroupReset   = "group_reset"       // taken down by an all-for-one reset
+	ReasonShutdown     = "shutdown"          // ended by a runtime shutdown
+	reasonSignalPrefix = "signal:"           // killed by a signal: signal:KILL, signal:SEGV, ...
+)
+
+// Exit records how one run of a worker ended.
+type Exit struct {
+	Reason string        `json:"reason"`           // one of the Reason constants or "signal:NAME"
+	Code   int           `json:"code"`             // exit code; -1 when killed by a signal
+	Signal string        `json:"signal,omitempty"` // signal name (KILL, SEGV) when killed by one
+	At     time.Time     `json:"at"`
+	Uptime time.Duration `json:"uptime_ns"`        // from spawn to exit
+	Crash  bool          `json:"crash"`            // counted as a crash
+	Stderr string        `json:"stderr,omitempty"` // the last lines the worker wrote
+}
+
+// WorkerInfo is one row of the status table (PostgreSQL's pg_stat_activity
+// rows for background workers).
+type WorkerInfo struct {
+	Name         string       `json:"name"`
+	Type         string       `json:"type"`
+	PID          int          `json:"pid"` // zero = no process now
+	State        WorkerState  `json:"state"`
+	Phase        phases.Phase `json:"phase"` // the start phase
+	SharedMemory bool         `json:"shared_memory"`
+	Dynamic      bool         `json:"dynamic"`
+	Incarnation  uint64       `json:"incarnation"` // runs so far
+	Restarts     int          `json:"restarts"`
+	StartedAt    time.Time    `json:"started_at"` // zero = never started
+	NextStart    time.Time    `json:"next_start"` // zero = no restart scheduled
+	LastExit     *Exit        `json:"last_exit"`  // nil = never exited
+	Exits        []Exit       `json:"exits"`      // recent exits, oldest first
+}
+
+// MarshalJSON writes zero times as null.
+func (w WorkerInfo) MarshalJSON() ([]byte, error) {
+	type plain WorkerInfo
+	out := struct {
+		plain
+		StartedAt *time.Time `json:"started_at"`
+		NextStart *time.Time `json:"next_start,omitempty"`
+	}{plain: plain(w)}
+	if !w.StartedAt.IsZero() {
+		out.StartedAt = &w.StartedAt
+	}
+	if !w.NextStart.IsZero() {
+		out.NextStart = &w.NextStart
+	}
+	return json.Marshal(out)
+}
