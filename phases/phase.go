@@ -41,6 +41,16 @@ func (p Phase) String() string {
 // MarshalText encodes the phase by name.
 func (p Phase) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
+// UnmarshalText decodes a phase by name.
+func (p *Phase) UnmarshalText(b []byte) error {
+	v, err := Parse(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
 // Parse returns the phase with the given name (as printed by String).
 func Parse(s string) (Phase, error) {
 	for _, p := range All {

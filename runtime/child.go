@@ -12,6 +12,7 @@ import (
 	goruntime "runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -145,7 +146,7 @@ type child struct {
 	sysReady chan struct{}
 	exit     chan int
 
-	worker   *worker
+	worker   atomic.Pointer[worker]
 	termOnce sync.Once
 	term     chan struct{}
 	deadline time.Time
@@ -212,8 +213,10 @@ func (c *child) resolve(target string) (*actor.PID, error) {
 	if target != "" {
 		return nil, fmt.Errorf("%w: a child has only its worker, not %q", bridge.ErrNoTarget, target)
 	}
-	if w := c.worker; w != nil && w.self != nil {
-		return w.self, nil
+	if w := c.worker.Load(); w != nil {
+		if pid := w.self.Load(); pid != nil {
+			return pid, nil
+		}
 	}
 	return nil, fmt.Errorf("%w: worker not started", bridge.ErrNoTarget)
 }
@@ -257,14 +260,7 @@ func (c *child) run(a bridge.Assign) int {
 		}
 		w.seg = seg
 	}
-	c.worker = w
-	go func() {
-		<-c.term
-		cancel()
-		if w.self != nil && spec.Props != nil {
-			c.system.Root.Send(w.self, &actors.Terminate{Deadline: c.deadline})
-		}
-	}()
+	c.worker.Store(w)
 	var props *actor.Props
 	if spec.Props != nil {
 		props = spec.Props(w)
@@ -281,7 +277,14 @@ func (c *child) run(a bridge.Assign) int {
 		fmt.Fprintf(os.Stderr, "bgworker: worker %q: spawn: %v\n", a.Name, err)
 		return actors.ExitPanic
 	}
-	w.self = pid
+	w.self.Store(pid)
+	go func() {
+		<-c.term
+		cancel()
+		if spec.Props != nil {
+			c.system.Root.Send(pid, &actors.Terminate{Deadline: c.deadline})
+		}
+	}()
 	code := <-c.exit
 	if code == actors.ExitDone || code == actors.ExitRestart {
 		_ = c.conn.Send(func(b []byte) []byte { return bridge.AppendGoodbye(b, uint8(code)) })
@@ -311,7 +314,7 @@ type worker struct {
 	spec   actors.Spec
 	assign bridge.Assign
 	ctx    context.Context // cancelled when the postmaster asks the worker to stop
-	self   *actor.PID
+	self   atomic.Pointer[actor.PID]
 	seg    *shmactor.Segment
 	ready  sync.Once
 }
@@ -322,7 +325,7 @@ func (w *worker) Arg() []byte                  { return w.assign.Arg }
 func (w *worker) Incarnation() uint64          { return w.assign.Incarnation }
 func (w *worker) Logger() *slog.Logger         { return w.c.log.With("worker", w.assign.Name) }
 func (w *worker) System() *actor.ActorSystem   { return w.c.system }
-func (w *worker) Self() *actor.PID             { return w.self }
+func (w *worker) Self() *actor.PID             { return w.self.Load() }
 func (w *worker) Segment() *shmactor.Segment   { return w.seg }
 func (w *worker) Terminating() <-chan struct{} { return w.c.term }
 

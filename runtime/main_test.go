@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
@@ -97,6 +98,7 @@ func init() {
 
 // rawWrite writes bytes straight to the bridge socket, under the frames.
 func rawWrite(w actors.Worker, b []byte) {
+	afterReady(w)
 	rc, err := w.(*worker).c.conn.SyscallConn()
 	if err != nil {
 		panic(err)
@@ -114,6 +116,16 @@ func rawWrite(w actors.Worker, b []byte) {
 		}
 		return true
 	})
+}
+
+// afterReady waits (in the child) until the Ready frame is on the wire, so
+// a fault injected under the frames comes after it.
+func afterReady(w actors.Worker) {
+	c := w.(*worker).c.conn
+	for c.Stats.FramesOut.Load() < 3 { // hello, idle, ready
+		time.Sleep(100 * time.Microsecond)
+	}
+	c.Flush()
 }
 
 func runFault(ctx context.Context, w actors.Worker, action string) error {
@@ -159,13 +171,18 @@ func runFault(ctx context.Context, w actors.Worker, action string) error {
 		os.Exit(3)
 	case "half_frame_sleep":
 		rawWrite(w, []byte{0x40, 0, 0, 0, byte(bridge.KindTell), 0, 0})
-		w.(*worker).c.conn.Close() // no more heartbeats either
-		select {}
+		c := w.(*worker).c.conn
+		c.Send(func(b []byte) []byte { select {} }) // and no more heartbeats
 	case "close_sock":
-		w.(*worker).c.conn.Close()
-		select {}
+		// Shut the socket for writing but keep running and reading.
+		afterReady(w)
+		rc, _ := w.(*worker).c.conn.SyscallConn()
+		rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_WR) })
+		<-ctx.Done()
+		return nil
 	case "deadlock":
 		// Hold the write queue: heartbeats stop, the process lives on.
+		afterReady(w)
 		c := w.(*worker).c.conn
 		c.Send(func(b []byte) []byte { select {} })
 	case "spam_stdout":
@@ -378,3 +395,42 @@ func (h *harness) info(name string) WorkerInfo {
 }
 
 var _ = io.EOF
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func testCounter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// lastLine is a test helper: the last captured output line of the worker's
+// current or last process is visible through its exit tail only, so this
+// reads the runtime's live procs.
+func (wi WorkerInfo) lastLine(h *harness) string {
+	out := ""
+	h.rt.forEachProc(func(p *proc) {
+		if p.pid == wi.PID {
+			out = p.tail.String()
+		}
+	})
+	return out
+}
+
+// eventually polls cond until it holds or the deadline passes (the
+// require.Eventually of RELIABILITY I6).
+func (h *harness) eventually(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(15 * time.Second * timeoutMult())
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}

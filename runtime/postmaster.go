@@ -391,12 +391,21 @@ func (pm *postmaster) spawned(m msgSpawned) {
 	p := m.p
 	pm.live++
 	p.slot, p.inc = s, m.inc
-	if s.inc != m.inc || s.state != Starting || pm.shutdown != 0 {
+	if s.inc != m.inc {
 		p.cause = ReasonShutdown
 		p.killGroup()
 		return
 	}
 	s.proc = p
+	if s.state != Starting || pm.shutdown != 0 || s.cause != "" {
+		// Stopped, timed out or shut down while the spawn was in flight:
+		// the exit is reported against the slot like any other.
+		if s.cause == "" {
+			s.cause = ReasonShutdown
+		}
+		p.killGroup()
+		return
+	}
 	flags := uint8(0)
 	if s.spec.Connect {
 		flags |= bridge.FlagConnect
@@ -541,7 +550,7 @@ func (pm *postmaster) timer(ctx actor.Context, m msgTimer) {
 			pm.rt.log.Warn("runtime: worker did not report ready in time; killing it", "worker", s.spec.Name, "timeout", s.spec.ReadyTimeout())
 			if s.proc != nil {
 				s.proc.killGroup()
-			}
+			} // else: killed when the spawn arrives
 		}
 	case timerGrace:
 		if s.state == Stopping && s.proc != nil {
@@ -579,6 +588,7 @@ func (pm *postmaster) stop(name string, gen uint64) error {
 		pm.terminate(s)
 	case !s.terminal():
 		pm.stopTimer(s)
+		s.nextStart = time.Time{}
 		pm.setState(s, Stopped, nil)
 	}
 	return nil
@@ -595,10 +605,16 @@ func (pm *postmaster) terminate(s *slot) {
 	}
 	grace := s.spec.GracePeriod()
 	deadline := time.Now().Add(grace)
+	smart := pm.shutdown == phases.Smart
+	if smart {
+		deadline = time.Time{} // smart: the worker may take as long as it needs
+	}
 	pm.setState(s, Stopping, nil)
 	_ = s.proc.send(func(b []byte) []byte { return bridge.AppendTerminate(b, deadline.UnixNano()) })
 	s.proc.signal(syscall.SIGTERM)
-	pm.armTimer(s, timerGrace, grace)
+	if !smart {
+		pm.armTimer(s, timerGrace, grace)
+	}
 }
 
 func (pm *postmaster) status() []WorkerInfo {
@@ -727,6 +743,7 @@ func (pm *postmaster) beginShutdown(mode phases.ShutdownMode, cause error) {
 		if !s.state.Alive() && !s.terminal() {
 			pm.stopTimer(s)
 			s.queued = false
+			s.nextStart = time.Time{}
 			pm.setState(s, Stopped, nil)
 		}
 	}
@@ -748,7 +765,7 @@ func (pm *postmaster) beginShutdown(mode phases.ShutdownMode, cause error) {
 // phase that still has live workers: stop order is the reverse of phase
 // order, and the workers of one phase stop together.
 func (pm *postmaster) advanceShutdown() {
-	if pm.shutdown != phases.Fast {
+	if pm.shutdown != phases.Fast && pm.shutdown != phases.Smart {
 		return
 	}
 	for ph := phases.RecoveryFinished; ph >= phases.PostmasterStart; ph-- {
@@ -757,8 +774,11 @@ func (pm *postmaster) advanceShutdown() {
 			s := pm.slots[i]
 			if s.spec.StartPhase() == ph && s.state.Alive() {
 				any = true
-				if s.state != Stopping {
+				switch {
+				case s.state != Stopping:
 					pm.terminate(s)
+				case pm.shutdown == phases.Fast && s.timer == nil && s.proc != nil:
+					pm.armTimer(s, timerGrace, s.spec.GracePeriod()) // smart turned fast
 				}
 			}
 		}

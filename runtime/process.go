@@ -57,6 +57,7 @@ type proc struct {
 	readErr    error       // why the read loop ended
 	tail       *tailBuffer // last lines of output
 	readerDone chan struct{}
+	exited     chan struct{} // closed once the process has exited (before the reap)
 	outDone    chan struct{}
 }
 
@@ -112,7 +113,7 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 		return nil, fmt.Errorf("runtime: output pipe: %w", err)
 	}
 	defer outW.Close()
-	p = &proc{id: id, rt: rt, goodbye: -1, tail: newTail(8), readerDone: make(chan struct{}), outDone: make(chan struct{})}
+	p = &proc{id: id, rt: rt, goodbye: -1, tail: newTail(32), readerDone: make(chan struct{}), exited: make(chan struct{}), outDone: make(chan struct{})}
 	if _, err := rand.Read(p.cookie[:]); err != nil {
 		parentEnd.Close()
 		outR.Close()
@@ -266,6 +267,17 @@ func (p *proc) read() {
 		return &bridge.ProtocolError{Kind: k, Reason: "unexpected in this state"}
 	}, false)
 	p.ep.Close()
+	if err == nil || errors.Is(err, io.ErrUnexpectedEOF) {
+		// EOF: the child is exiting, and its wait status will say how. A
+		// child that closed its socket but lives on has broken the
+		// protocol (the socket is the liveness channel): kill it.
+		select {
+		case <-p.exited:
+			return
+		case <-time.After(250 * time.Millisecond):
+			err = &bridge.ProtocolError{Reason: "child closed its socket but kept running"}
+		}
+	}
 	if err != nil {
 		p.mu.Lock()
 		p.readErr = err
@@ -298,6 +310,7 @@ func (p *proc) wait() {
 			return err != nil || info.Signo != 0 // exited (or cannot tell): stop waiting
 		})
 	}
+	close(p.exited)
 	p.killGroup()
 	p.mu.Lock()
 	p.reaped = true // from here on no signal is sent

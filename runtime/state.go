@@ -55,6 +55,17 @@ func (s WorkerState) String() string {
 // MarshalText encodes the state by name.
 func (s WorkerState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText decodes a state by name.
+func (s *WorkerState) UnmarshalText(b []byte) error {
+	for i, n := range stateNames {
+		if i > 0 && n == string(b) {
+			*s = WorkerState(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("runtime: unknown worker state %q", b)
+}
+
 // Alive reports whether the worker has (or is about to have) a process.
 func (s WorkerState) Alive() bool { return s == Starting || s == Running || s == Stopping }
 

@@ -181,7 +181,7 @@ func (c *Conn) writer() {
 		c.mu.Unlock()
 		err := c.write(buf, oob)
 		c.mu.Lock()
-		if cap(buf) <= 4<<20 {
+		if cap(buf) <= 2*c.MaxPending {
 			c.spare = buf[:0]
 		}
 		if err != nil && c.werr == nil {
@@ -312,7 +312,9 @@ func (c *Conn) ReadLoop(h Handler, acceptFDs bool) error {
 		}
 		w += n
 		if err != nil {
-			if errors.Is(err, io.EOF) || n == 0 && err == nil {
+			// A peer that exits with our frames unread makes Linux answer
+			// with a reset instead of EOF: for the reader it is the same end.
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 				if r != w {
 					return io.ErrUnexpectedEOF
 				}

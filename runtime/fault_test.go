@@ -1,0 +1,252 @@
+package runtime
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bgworker/bgworker/actors"
+	"github.com/bgworker/bgworker/phases"
+)
+
+// startFault starts a "fault" worker running action and returns after it
+// reported ready.
+func (h *harness) startFault(name, action string, mod func(*actors.Spec)) (*Handle, int) {
+	return h.start(name, "fault", action, mod)
+}
+
+// expectExit waits for the worker's next exit event and returns its Exit.
+func (h *harness) expectExit(name string) *Exit {
+	h.t.Helper()
+	e := h.waitEvent(name+" exit", func(e Event) bool {
+		we, ok := e.(WorkerEvent)
+		return ok && we.Name == name && we.Exit != nil
+	}).(WorkerEvent)
+	return e.Exit
+}
+
+// Row 1: a Go panic exits 2 and is a crash; only that worker restarts,
+// after its backoff.
+func TestRow01PanicIsCrash(t *testing.T) {
+	h := newHarness(t, Config{})
+	_, sib := h.startFault("sib", "run", nil)
+	sp := actors.Spec{Name: "p", Type: "fault", Arg: []byte("panic"), StartAt: phases.PostmasterStart,
+		Restart: actors.Fixed(50 * time.Millisecond), Intensity: actors.Intensity{MaxRestarts: -1}}
+	if _, err := h.rt.StartWorker(ctx(t), sp); err != nil {
+		t.Fatal(err)
+	}
+	ex := h.expectExit("p")
+	if ex.Reason != ReasonExit2 || ex.Code != 2 || !ex.Crash {
+		t.Fatalf("exit = %+v, want exit2 crash", ex)
+	}
+	if !strings.Contains(ex.Stderr, "fault: panic") {
+		t.Fatalf("stderr tail %q lacks the panic", ex.Stderr)
+	}
+	pe := h.waitState("p", Pending)
+	st := h.waitState("p", Starting)
+	if d := st.At.Sub(pe.At); d < 50*time.Millisecond || d > 550*time.Millisecond*timeoutMult() {
+		t.Fatalf("restart %v after the crash; want within [50ms, 550ms]", d)
+	}
+	if h.info("sib").PID != sib {
+		t.Fatal("sibling restarted")
+	}
+}
+
+// Row 2: os.Exit(0) is done: not restarted, not a crash. Row 3: exit 1
+// restarts, not a crash, with or without the goodbye for a non-shm worker.
+func TestRow02Row03ExitCodes(t *testing.T) {
+	h := newHarness(t, Config{})
+	for _, tc := range []struct {
+		name, action, reason string
+		restart              bool
+	}{
+		{"e0", "exit0", ReasonExit0, false},
+		{"r0", "return_nil", ReasonExit0, false},
+		{"e1", "exit1", ReasonExit1, true},
+		{"r1", "return_error", ReasonExit1, true},
+		{"e7", "exit7", ReasonExitOther, true},
+	} {
+		sp := actors.Spec{Name: tc.name, Type: "fault", Arg: []byte(tc.action), StartAt: phases.PostmasterStart,
+			Restart: actors.Fixed(50 * time.Millisecond), Intensity: actors.Intensity{MaxRestarts: -1}}
+		if _, err := h.rt.StartWorker(ctx(t), sp); err != nil {
+			t.Fatal(err)
+		}
+		ex := h.expectExit(tc.name)
+		if ex.Reason != tc.reason {
+			t.Errorf("%s: reason %q, want %q", tc.action, ex.Reason, tc.reason)
+		}
+		if wantCrash := tc.reason == ReasonExitOther; ex.Crash != wantCrash {
+			t.Errorf("%s: crash = %v, want %v", tc.action, ex.Crash, wantCrash)
+		}
+		if tc.restart {
+			h.waitState(tc.name, Starting)
+		} else {
+			if st := h.info(tc.name).State; st != Stopped {
+				t.Errorf("%s: state %v, want stopped", tc.action, st)
+			}
+		}
+	}
+	// The done workers never came back: their only events end in stopped.
+	for _, n := range []string{"e0", "r0"} {
+		evs := h.workerEvents(n)
+		if last := evs[len(evs)-1]; last.To != Stopped {
+			t.Errorf("%s: last event %v, want stopped", n, last.To)
+		}
+		if h.info(n).Incarnation != 1 {
+			t.Errorf("%s restarted", n)
+		}
+	}
+}
+
+// Row 5: SIGSEGV is a crash whether seen as a signal or as exit 2.
+func TestRow05Segv(t *testing.T) {
+	h := newHarness(t, Config{})
+	_, pid := h.startFault("segv", "run", func(s *actors.Spec) { s.Restart = actors.NeverRestart })
+	if err := syscall.Kill(pid, syscall.SIGSEGV); err != nil {
+		t.Fatal(err)
+	}
+	ex := h.expectExit("segv")
+	if !ex.Crash || (ex.Reason != "signal:SEGV" && ex.Reason != ReasonExit2) {
+		t.Fatalf("exit = %+v, want a crash", ex)
+	}
+	if st := h.info("segv").State; st != Crashed {
+		t.Fatalf("state %v, want crashed (never restart)", st)
+	}
+	if _, err := os.Stat("core"); err == nil {
+		t.Fatal("core file left in the work dir")
+	}
+}
+
+// Row 6: a worker that ignores SIGTERM is killed after its grace period.
+func TestRow06IgnoresSigterm(t *testing.T) {
+	h := newHarness(t, Config{})
+	hd, _ := h.startFault("stubborn", "ignore_term", func(s *actors.Spec) { s.StopTimeout = 300 * time.Millisecond })
+	begin := time.Now()
+	if err := hd.Terminate(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	ex, err := hd.WaitStopped(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(begin)
+	if ex.Reason != ReasonKilled || ex.Crash {
+		t.Fatalf("exit = %+v, want killed, not a crash", ex)
+	}
+	if took < 300*time.Millisecond || took > 800*time.Millisecond*timeoutMult() {
+		t.Fatalf("stop took %v, want within [grace 300ms, grace+500ms]", took)
+	}
+}
+
+// Row 7: a wedged child (alive, heartbeat stopped) is killed and restarted;
+// status queries are answered meanwhile.
+func TestRow07Wedged(t *testing.T) {
+	h := newHarness(t, Config{HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond})
+	h.startFault("wedged", "deadlock", nil)
+	begin := time.Now()
+	h.eventually("wedged worker killed", func() bool { return h.info("wedged").LastExit != nil })
+	if ex := h.info("wedged").LastExit; ex.Reason != ReasonHeartbeat || !ex.Crash {
+		t.Fatalf("exit = %+v, want heartbeat_timeout crash", ex)
+	}
+	if d := time.Since(begin); d > 2*time.Second*timeoutMult() {
+		t.Fatalf("detected after %v; want ≤ a few heartbeat timeouts", d)
+	}
+}
+
+// Row 9: a child that never reports ready is killed at the start timeout and
+// WaitStarted fails; Start never hangs.
+func TestRow09NeverReady(t *testing.T) {
+	h := newHarness(t, Config{})
+	sp := actors.Spec{Name: "slow", Type: "fault", Arg: []byte("run"), StartAt: phases.PostmasterStart,
+		StartTimeout: time.Millisecond, Restart: actors.NeverRestart}
+	hd, err := h.rt.StartWorker(ctx(t), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = hd.WaitStarted(ctx(t))
+	if !errors.Is(err, ErrStartFailed) {
+		t.Fatalf("WaitStarted = %v, want ErrStartFailed", err)
+	}
+	ex := h.info("slow").LastExit
+	if ex == nil || ex.Reason != ReasonStartTimeout {
+		t.Fatalf("exit = %+v, want start_timeout", ex)
+	}
+}
+
+// Rows 16–22: protocol violations kill the child and count; the postmaster
+// never panics; output floods are harmless.
+func TestRows16to21ProtocolViolations(t *testing.T) {
+	h := newHarness(t, Config{HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: 400 * time.Millisecond})
+	for _, tc := range []struct{ action, reason string }{
+		{"garbage_frame", ReasonProtocol},    // row 16
+		{"bad_magic", ReasonProtocol},        // row 16: frame out of order
+		{"huge_len", ReasonProtocol},         // row 17
+		{"half_frame_exit", ReasonExitOther}, // row 18: classified from the wait status
+		{"half_frame_sleep", ""},             // row 19: stall → killed (EOF or heartbeat)
+		{"close_sock", ""},                   // row 21
+	} {
+		before := testCounter(t, h.rt.metrics.protocolErrors)
+		_, pid := h.startFault("v-"+tc.action, tc.action, func(s *actors.Spec) { s.Restart = actors.NeverRestart })
+		ex := h.expectExit("v-" + tc.action)
+		if !ex.Crash {
+			t.Errorf("%s: exit %+v is not a crash", tc.action, ex)
+		}
+		if tc.reason != "" && ex.Reason != tc.reason {
+			t.Errorf("%s: reason %q, want %q", tc.action, ex.Reason, tc.reason)
+		}
+		if tc.reason == ReasonProtocol && testCounter(t, h.rt.metrics.protocolErrors) != before+1 {
+			t.Errorf("%s: protocol_errors_total not incremented", tc.action)
+		}
+		if _, err := os.Stat("/proc/" + itoa(pid)); err == nil {
+			if st, _ := os.ReadFile("/proc/" + itoa(pid) + "/stat"); len(st) > 0 {
+				t.Errorf("%s: child %d still exists after its exit event", tc.action, pid)
+			}
+		}
+		// One exit event per run, not two (row 18).
+		n := 0
+		for _, e := range h.workerEvents("v-" + tc.action) {
+			if e.Exit != nil {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: %d exit events, want 1", tc.action, n)
+		}
+	}
+	if _, err := h.rt.WorkersContext(ctx(t)); err != nil {
+		t.Fatalf("postmaster not answering: %v", err)
+	}
+}
+
+// Row 22: 10 MB of output without newlines does not block the child.
+func TestRow22OutputFlood(t *testing.T) {
+	h := newHarness(t, Config{})
+	hd, _ := h.startFault("spam", "spam_stdout", nil)
+	h.eventually("spam done line", func() bool { return strings.Contains(h.info("spam").lastLine(h), "spam done") })
+	if err := hd.Terminate(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hd.WaitStopped(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Row 31: signalling after the reap never reaches a recycled pid; the
+// worker's own children die with it (process group).
+func TestRow31NoSignalAfterReapAndGroupKill(t *testing.T) {
+	h := newHarness(t, Config{})
+	hd, pid := h.startFault("g", "grandchild", func(s *actors.Spec) { s.Restart = actors.NeverRestart })
+	syscall.Kill(pid, syscall.SIGKILL)
+	if _, err := hd.WaitStopped(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Terminating a reaped worker is a no-op, not a signal.
+	if err := hd.Terminate(ctx(t)); err != nil {
+		t.Fatalf("Terminate after reap: %v", err)
+	}
+	// The grandchild (sleep 300) died with the group: checked by the
+	// orphan scan in the harness.
+}
