@@ -61,7 +61,18 @@ func refuse(format string, args ...any) int {
 	return exitRefused
 }
 
+// deathSignal is the parent-death signal of a child: on it, and on EOF of
+// the bridge, the child kills its whole process group, so the worker's own
+// children do not outlive a postmaster that could not reap them.
+const deathSignal = syscall.SIGUSR2
+
 func childMain(cookieHex string) int {
+	death := make(chan os.Signal, 1)
+	signal.Notify(death, deathSignal)
+	go func() {
+		<-death
+		killGroupAndExit()
+	}()
 	var cookie [bridge.CookieLen]byte
 	if b, err := hex.DecodeString(cookieHex); err != nil || len(b) != bridge.CookieLen {
 		return refuse("%s is not a valid handshake cookie", envChild)
@@ -195,6 +206,13 @@ func (c *child) read() {
 	if err != nil && !errors.Is(err, io.EOF) {
 		fmt.Fprintf(os.Stderr, "bgworker: bridge: %v\n", err)
 	}
+	killGroupAndExit()
+}
+
+// killGroupAndExit ends the child's process group (this process, the group
+// leader, included): the postmaster is gone and cannot reap or kill it.
+func killGroupAndExit() {
+	unix.Kill(0, unix.SIGKILL)
 	os.Exit(exitLost)
 }
 

@@ -36,6 +36,9 @@ var runID string
 
 func TestMain(m *testing.M) {
 	Main() // in a child: runs the worker and exits
+	if os.Getenv("RTTEST_ROLE") == "postmaster" {
+		os.Exit(postmasterRole())
+	}
 	if os.Getenv("RTTEST_RUN") == "" {
 		b := make([]byte, 8)
 		rand.Read(b)

@@ -125,7 +125,9 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 	cmd.Stdout = outW
 	cmd.Stderr = outW
 	cmd.ExtraFiles = []*os.File{childEnd}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Pdeathsig is caught by the child, which then kills its whole process
+	// group (see deathSignal); SIGKILL would end the leader only.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal}
 	if err := cmd.Start(); err != nil {
 		parentEnd.Close()
 		outR.Close()
