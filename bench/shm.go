@@ -32,7 +32,7 @@ import (
 // baseline and reports the median of each, so that a burst of unrelated load
 // on the machine weighs on both alike.
 func init() {
-	RegisterSuite(Suite{Name: "shm", Run: runShm})
+	RegisterSuite(Suite{Name: "shm", Run: shmRun})
 	RegisterRole(roleShmQueueReceiver, shmQueueReceiver)
 	RegisterRole(roleShmAtomicAdder, shmAtomicAdder)
 }
@@ -59,34 +59,34 @@ const (
 // The "ctl" region shared with a child role (and its private twin), one word
 // per cache line so that polling one does not disturb another.
 const (
-	ctlRegion = "ctl"
-	ctlQueue  = "queue"
-	ctlReady  = 0   // uint32: the child is set up
-	ctlStop   = 64  // uint32: the child must finish
-	ctlCount  = 128 // uint64: messages the child received
-	ctlBytes  = 192 // uint64: bytes the child received
-	ctlGateA  = 256 // Mutex: held by the benchmark to pause adder A
-	ctlGateB  = 320 // Mutex: same for adder B
-	ctlAddsA  = 384 // uint64: adder A's counter
-	ctlAddsB  = 448 // uint64: adder B's counter
-	ctlSize   = 512
+	shmCtlRegion = "ctl"
+	shmCtlQueue  = "queue"
+	shmCtlReady  = 0   // uint32: the child is set up
+	shmCtlStop   = 64  // uint32: the child must finish
+	shmCtlCount  = 128 // uint64: messages the child received
+	shmCtlBytes  = 192 // uint64: bytes the child received
+	shmCtlGateA  = 256 // Mutex: held by the benchmark to pause adder A
+	shmCtlGateB  = 320 // Mutex: same for adder B
+	shmCtlAddsA  = 384 // uint64: adder A's counter
+	shmCtlAddsB  = 448 // uint64: adder B's counter
+	shmCtlSize   = 512
 
-	adderBatch = 1024 // adds between two passes through the gate
+	shmAdderBatch = 1024 // adds between two passes through the gate
 )
 
-func runShm(ctx context.Context) ([]Result, error) {
+func shmRun(ctx context.Context) ([]Result, error) {
 	q, c, err := shmQueueVersusCopy(ctx, shmMsgSize, shmTrials, true)
 	if err != nil {
 		return nil, fmt.Errorf("shm queue: %w", err)
 	}
-	shared, private, err := atomicAddsSharedVersusPrivate(ctx)
+	shared, private, err := shmAtomicAddsSharedVersusPrivate(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("shm atomics: %w", err)
 	}
 	qb := Result{
 		Name:          "queue, 4 KiB msgs, 2 procs",
 		Value:         q * shmMsgSize,
-		Baseline:      "copy() 4 KiB blocks, 1 proc",
+		Baseline:      "copy() 4 KiB blocks, 2 MiB buffer",
 		BaselineValue: c * shmMsgSize,
 		Unit:          "B/s",
 		Target:        "ratio >= 0.5",
@@ -118,7 +118,7 @@ func ShmQueueThroughput4K(ctx context.Context) (msgsPerSec float64, err error) {
 	return q, err
 }
 
-func median(xs []float64) float64 {
+func shmMedian(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
 	return s[len(s)/2]
@@ -171,9 +171,9 @@ func (c *shmChild) stop() {
 	}
 }
 
-// awaitReady waits until the child sets ctlReady, exits, or ctx ends.
+// awaitReady waits until the child sets shmCtlReady, exits, or ctx ends.
 func (c *shmChild) awaitReady(ctx context.Context, ctl []byte) error {
-	for shmactor.Uint32At(ctl, ctlReady).Load() == 0 {
+	for shmactor.Uint32At(ctl, shmCtlReady).Load() == 0 {
 		select {
 		case <-c.done:
 			if c.err != nil {
@@ -188,15 +188,15 @@ func (c *shmChild) awaitReady(ctx context.Context, ctl []byte) error {
 	return nil
 }
 
-// childSegment opens the segment passed as fd 3 and its control region.
-func childSegment() (*shmactor.Segment, []byte, error) {
+// shmChildSegment opens the segment passed as fd 3 and its control region.
+func shmChildSegment() (*shmactor.Segment, []byte, error) {
 	f := os.NewFile(3, "shm")
 	seg, err := shmactor.Open(f)
 	if err != nil {
 		f.Close()
 		return nil, nil, err
 	}
-	ctl, err := seg.Region(ctlRegion)
+	ctl, err := seg.Region(shmCtlRegion)
 	if err != nil {
 		seg.Close()
 		return nil, nil, err
@@ -213,8 +213,8 @@ func childSegment() (*shmactor.Segment, []byte, error) {
 // received.
 func shmQueueVersusCopy(ctx context.Context, size, trials int, withCopy bool) (queue, cp float64, err error) {
 	seg, err := shmactor.Build(1, []shmactor.Region{
-		{Name: ctlRegion, Size: ctlSize},
-		{Name: ctlQueue, Size: shmactor.QueueSize(shmRing), Init: func(mem []byte) {
+		{Name: shmCtlRegion, Size: shmCtlSize},
+		{Name: shmCtlQueue, Size: shmactor.QueueSize(shmRing), Init: func(mem []byte) {
 			if err := shmactor.InitQueue(mem); err != nil {
 				panic(err)
 			}
@@ -224,8 +224,8 @@ func shmQueueVersusCopy(ctx context.Context, size, trials int, withCopy bool) (q
 		return 0, 0, err
 	}
 	defer seg.Close()
-	ctl, _ := seg.Region(ctlRegion)
-	qmem, _ := seg.Region(ctlQueue)
+	ctl, _ := seg.Region(shmCtlRegion)
+	qmem, _ := seg.Region(shmCtlQueue)
 	s, err := shmactor.AttachSender(qmem)
 	if err != nil {
 		return 0, 0, err
@@ -271,23 +271,23 @@ func shmQueueVersusCopy(ctx context.Context, size, trials int, withCopy bool) (q
 		}
 		qs = append(qs, r)
 		if withCopy {
-			cs = append(cs, copyThroughput(size, shmRing, shmQueueTrial))
+			cs = append(cs, shmCopyThroughput(size, shmRing, shmQueueTrial))
 		}
 	}
 	s.Detach()
 	if err := child.wait(); err != nil {
 		return 0, 0, err
 	}
-	if got := shmactor.Uint64At(ctl, ctlCount).Load(); got != n {
+	if got := shmactor.Uint64At(ctl, shmCtlCount).Load(); got != n {
 		return 0, 0, fmt.Errorf("child received %d messages, sent %d", got, n)
 	}
-	if got := shmactor.Uint64At(ctl, ctlBytes).Load(); got != n*uint64(size) {
+	if got := shmactor.Uint64At(ctl, shmCtlBytes).Load(); got != n*uint64(size) {
 		return 0, 0, fmt.Errorf("child received %d bytes, sent %d", got, n*uint64(size))
 	}
 	if withCopy {
-		cp = median(cs)
+		cp = shmMedian(cs)
 	}
-	return median(qs), cp, nil
+	return shmMedian(qs), cp, nil
 }
 
 // shmQueueReceiver is the child of shmQueueVersusCopy: it receives until the
@@ -296,13 +296,13 @@ func shmQueueVersusCopy(ctx context.Context, size, trials int, withCopy bool) (q
 func shmQueueReceiver() int {
 	ctx, cancel := context.WithTimeout(context.Background(), shmChildTimeout)
 	defer cancel()
-	seg, ctl, err := childSegment()
+	seg, ctl, err := shmChildSegment()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer seg.Close()
-	qmem, err := seg.Region(ctlQueue)
+	qmem, err := seg.Region(shmCtlQueue)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -313,7 +313,7 @@ func shmQueueReceiver() int {
 		return 1
 	}
 	defer r.Detach()
-	shmactor.Uint32At(ctl, ctlReady).Store(1)
+	shmactor.Uint32At(ctl, shmCtlReady).Store(1)
 	buf := make([]byte, shmMsgSize)
 	var n, total uint64
 	for {
@@ -332,14 +332,14 @@ func shmQueueReceiver() int {
 		n++
 		total += uint64(len(msg))
 	}
-	shmactor.Uint64At(ctl, ctlCount).Store(n)
-	shmactor.Uint64At(ctl, ctlBytes).Store(total)
+	shmactor.Uint64At(ctl, shmCtlCount).Store(n)
+	shmactor.Uint64At(ctl, shmCtlBytes).Store(total)
 	return 0
 }
 
-// copyThroughput copies size-byte blocks into successive slots of a
+// shmCopyThroughput copies size-byte blocks into successive slots of a
 // ring-byte buffer for about d, and returns the rate in blocks per second.
-func copyThroughput(size, ring int, d time.Duration) float64 {
+func shmCopyThroughput(size, ring int, d time.Duration) float64 {
 	src := make([]byte, size)
 	for i := range src {
 		src[i] = byte(i)
@@ -361,30 +361,30 @@ func copyThroughput(size, ring int, d time.Duration) float64 {
 	}
 }
 
-// adder adds to the counter at off in batches, passing through its gate
+// shmAdder adds to the counter at off in batches, passing through its gate
 // between batches (so that the benchmark pauses it by holding the gate),
-// until ctlStop is set.
-func adder(ctl []byte, gate, off int) {
-	g, c, stop := shmactor.MutexAt(ctl, gate), shmactor.Uint64At(ctl, off), shmactor.Uint32At(ctl, ctlStop)
+// until shmCtlStop is set.
+func shmAdder(ctl []byte, gate, off int) {
+	g, c, stop := shmactor.MutexAt(ctl, gate), shmactor.Uint64At(ctl, off), shmactor.Uint32At(ctl, shmCtlStop)
 	for stop.Load() == 0 {
 		g.Lock()
 		g.Unlock()
-		for range adderBatch {
+		for range shmAdderBatch {
 			c.Add(1)
 		}
 	}
 }
 
-// adderPair is two adders, A and B, on ctl, paused by their gates.
-type adderPair struct {
+// shmAdderPair is two adders, A and B, on ctl, paused by their gates.
+type shmAdderPair struct {
 	ctl  []byte
-	wait func() error // waits for both adders to return after ctlStop
+	wait func() error // waits for both adders to return after shmCtlStop
 }
 
 // trial lets the adders run for d and returns their combined rate.
-func (p adderPair) trial(d time.Duration) float64 {
-	a, b := shmactor.Uint64At(p.ctl, ctlAddsA), shmactor.Uint64At(p.ctl, ctlAddsB)
-	ga, gb := shmactor.MutexAt(p.ctl, ctlGateA), shmactor.MutexAt(p.ctl, ctlGateB)
+func (p shmAdderPair) trial(d time.Duration) float64 {
+	a, b := shmactor.Uint64At(p.ctl, shmCtlAddsA), shmactor.Uint64At(p.ctl, shmCtlAddsB)
+	ga, gb := shmactor.MutexAt(p.ctl, shmCtlGateA), shmactor.MutexAt(p.ctl, shmCtlGateB)
 	ga.Unlock()
 	gb.Unlock()
 	time.Sleep(d / 10) // let both wake up and get going
@@ -397,33 +397,33 @@ func (p adderPair) trial(d time.Duration) float64 {
 }
 
 // close stops the adders and waits for them.
-func (p adderPair) close() error {
-	shmactor.Uint32At(p.ctl, ctlStop).Store(1)
-	shmactor.MutexAt(p.ctl, ctlGateA).Unlock()
-	shmactor.MutexAt(p.ctl, ctlGateB).Unlock()
+func (p shmAdderPair) close() error {
+	shmactor.Uint32At(p.ctl, shmCtlStop).Store(1)
+	shmactor.MutexAt(p.ctl, shmCtlGateA).Unlock()
+	shmactor.MutexAt(p.ctl, shmCtlGateB).Unlock()
 	return p.wait()
 }
 
-// atomicAddsSharedVersusPrivate alternates trials of two adders on separate
+// shmAtomicAddsSharedVersusPrivate alternates trials of two adders on separate
 // cache lines of a shared segment, one a goroutine here and one in a child
 // process, with trials of two goroutines doing the same on a private
 // anonymous page. It returns the median rates in adds per second.
-func atomicAddsSharedVersusPrivate(ctx context.Context) (shared, private float64, err error) {
-	seg, err := shmactor.Build(1, []shmactor.Region{{Name: ctlRegion, Size: ctlSize}})
+func shmAtomicAddsSharedVersusPrivate(ctx context.Context) (shared, private float64, err error) {
+	seg, err := shmactor.Build(1, []shmactor.Region{{Name: shmCtlRegion, Size: shmCtlSize}})
 	if err != nil {
 		return 0, 0, err
 	}
 	defer seg.Close()
-	sctl, _ := seg.Region(ctlRegion)
+	sctl, _ := seg.Region(shmCtlRegion)
 	page, err := unix.Mmap(-1, 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer unix.Munmap(page)
-	pctl := page[:ctlSize]
+	pctl := page[:shmCtlSize]
 	for _, ctl := range [][]byte{sctl, pctl} {
-		shmactor.MutexAt(ctl, ctlGateA).Lock()
-		shmactor.MutexAt(ctl, ctlGateB).Lock()
+		shmactor.MutexAt(ctl, shmCtlGateA).Lock()
+		shmactor.MutexAt(ctl, shmCtlGateB).Lock()
 	}
 
 	child, err := startShmChild(ctx, roleShmAtomicAdder, seg)
@@ -432,11 +432,11 @@ func atomicAddsSharedVersusPrivate(ctx context.Context) (shared, private float64
 	}
 	defer child.stop()
 	var wg sync.WaitGroup
-	wg.Go(func() { adder(sctl, ctlGateA, ctlAddsA) })
-	wg.Go(func() { adder(pctl, ctlGateA, ctlAddsA) })
-	wg.Go(func() { adder(pctl, ctlGateB, ctlAddsB) })
-	sp := adderPair{ctl: sctl, wait: child.wait}
-	pp := adderPair{ctl: pctl, wait: func() error { return nil }}
+	wg.Go(func() { shmAdder(sctl, shmCtlGateA, shmCtlAddsA) })
+	wg.Go(func() { shmAdder(pctl, shmCtlGateA, shmCtlAddsA) })
+	wg.Go(func() { shmAdder(pctl, shmCtlGateB, shmCtlAddsB) })
+	sp := shmAdderPair{ctl: sctl, wait: child.wait}
+	pp := shmAdderPair{ctl: pctl, wait: func() error { return nil }}
 	defer func() {
 		if err != nil {
 			child.stop() // it may never have started adding
@@ -455,18 +455,18 @@ func atomicAddsSharedVersusPrivate(ctx context.Context) (shared, private float64
 		ss = append(ss, sp.trial(shmAddTrial))
 		ps = append(ps, pp.trial(shmAddTrial))
 	}
-	return median(ss), median(ps), nil
+	return shmMedian(ss), shmMedian(ps), nil
 }
 
-// shmAtomicAdder is the child of atomicAddsSharedVersusPrivate: adder B.
+// shmAtomicAdder is the child of shmAtomicAddsSharedVersusPrivate: adder B.
 func shmAtomicAdder() int {
-	seg, ctl, err := childSegment()
+	seg, ctl, err := shmChildSegment()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer seg.Close()
-	shmactor.Uint32At(ctl, ctlReady).Store(1)
-	adder(ctl, ctlGateB, ctlAddsB)
+	shmactor.Uint32At(ctl, shmCtlReady).Store(1)
+	shmAdder(ctl, shmCtlGateB, shmCtlAddsB)
 	return 0
 }

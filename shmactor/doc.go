@@ -48,13 +48,26 @@
 // # Queues
 //
 // A queue ([InitQueue], [AttachSender], [AttachReceiver]) is a ring of
-// variable-length messages from one process to one other, after shm_mq. Each
-// message is copied into the ring by [Sender.Send] and out of it by
-// [Receiver.Receive]; neither makes a system call unless the ring is full or
-// empty and the other side must sleep or be woken. Messages must fit in the
-// ring ([ErrTooLarge]). Each side records its pid when it attaches; a side
-// that detaches, or whose process dies, is reported to the other as
-// [ErrDetached] (after the receiver has drained what was sent).
+// variable-length messages from one process to one other, after shm_mq.
+// [Sender.Send] copies a message into the ring and [Receiver.Receive] copies
+// it out. The read and write counters sit on cache lines of their own and
+// each side keeps a private copy of the other's, rereading it only when the
+// ring looks full (or empty); a side that finds nothing to do polls briefly,
+// then announces that it sleeps and sleeps on a futex, and the other side
+// makes the wake-up system call only after such an announcement. A busy
+// stream therefore costs no system call at all.
+//
+// A message is published whole, so a receiver never sees part of one, even
+// from a sender killed mid-copy, and a cancelled Send or Receive changes
+// nothing. Hence a message must fit in the ring: a larger one fails with
+// [ErrTooLarge] rather than being chunked; size the ring with [QueueSize].
+//
+// Each side records its pid in the queue when it attaches. A side that
+// detaches is reported to the other as [ErrDetached]; so is a side whose
+// process exits, which the other notices with a pidfd (never by signalling
+// a pid that may have been reused) each time it would sleep, at least every
+// [WaitSlice]. A receiver first gets every message sent before the sender
+// went.
 //
 // # Crashes and generations
 //

@@ -43,7 +43,7 @@ const (
 	tableStart     = 64
 	entryLen       = 64
 	entryNameOff   = 1
-	entryOffsetOff = 48
+	entryOffsetOff = entryNameOff + MaxNameLen // 48
 	entrySizeOff   = 56
 )
 
@@ -57,7 +57,7 @@ const (
 	RegionAlign = 64
 
 	// MaxNameLen is the longest region name, in bytes.
-	MaxNameLen = entryOffsetOff - entryNameOff
+	MaxNameLen = 47
 
 	// MaxSegmentSize bounds the size of a segment, as a sanity check on both
 	// the requested regions and a header read from a file.

@@ -39,11 +39,6 @@ const (
 	contended = 2 // locked, and a waiter may be asleep
 )
 
-// mutexSpins is how many times Lock polls a held lock before sleeping: a
-// critical section in shared memory is usually short, and a futex sleep and
-// wake-up cost microseconds.
-const mutexSpins = 100
-
 // MutexAt returns the Mutex in the 4 bytes at mem[off], which must be 4-byte
 // aligned. It panics if they do not fit in mem or are misaligned.
 func MutexAt(mem []byte, off int) *Mutex {
@@ -63,8 +58,9 @@ func (m *Mutex) Lock() {
 	m.lockSlow(nil)
 }
 
-// LockContext locks m, or returns ctx.Err() if ctx is done first. Use it where
-// the holder might have died and the caller must not wait forever.
+// LockContext locks m, or returns an error wrapping ctx.Err() if ctx is done
+// first; it notices within WaitSlice. Use it where the holder might have died
+// and the caller must not wait forever.
 func (m *Mutex) LockContext(ctx context.Context) error {
 	if m.state.CompareAndSwap(unlocked, locked) {
 		return nil
@@ -73,10 +69,8 @@ func (m *Mutex) LockContext(ctx context.Context) error {
 }
 
 func (m *Mutex) lockSlow(ctx context.Context) error {
-	for range mutexSpins {
-		if m.state.Load() == unlocked && m.state.CompareAndSwap(unlocked, locked) {
-			return nil
-		}
+	if spin(func() bool { return m.state.Load() == unlocked && m.state.CompareAndSwap(unlocked, locked) }) {
+		return nil
 	}
 	// From here on we mark the lock contended, so that whoever unlocks it
 	// wakes a sleeper; we may take it in that state, which costs one

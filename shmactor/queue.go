@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"runtime"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -110,6 +112,13 @@ func ringFor(n int) uint64 {
 // least ringBytes bytes, rounded up to a power of two (at least 64 bytes).
 // The largest message is the ring size minus 8. It panics if ringBytes is
 // more than 1 GiB.
+//
+// For bulk transfer between two CPUs, a ring larger than a core's L2 cache
+// (say 1 to 4 MiB) is markedly faster than a small one: by the time the
+// sender overwrites a line, the receiver's copy of it has left its cache, so
+// the write needs no cross-core invalidation. On a 2-vCPU AMD EPYC VM, 4 KiB
+// messages ran at about 11 GB/s through a 256 KiB ring and 30 GB/s through a
+// 2 MiB one.
 func QueueSize(ringBytes int) int {
 	if ringBytes > maxRing {
 		panic(fmt.Sprintf("shmactor: QueueSize(%d): ring larger than %d bytes", ringBytes, maxRing))
@@ -219,10 +228,8 @@ func (e *endpoint) detach() {
 // seq in WaitSlice steps, rechecking ready, ctx and the peer after each. want
 // is stored for the peer before each sleep (see queueSide.want).
 func (e *endpoint) sleep(ctx context.Context, want uint64, ready func() bool) error {
-	for range queueSpins {
-		if ready() {
-			return nil
-		}
+	if spin(ready) {
+		return nil
 	}
 	for {
 		d, err := waitSlice(ctx)
@@ -256,7 +263,31 @@ func (e *endpoint) sleep(ctx context.Context, want uint64, ready func() bool) er
 	}
 }
 
-// queueSpins is how many times a blocked Send or Receive polls the peer's
-// counter before it sleeps: a futex sleep and wake-up cost several
-// microseconds, more than the peer usually needs to make room or data.
-const queueSpins = 2000
+// spin polls ready for up to spinFor before a caller sleeps on a futex, and
+// reports whether it became true: a futex sleep and wake-up cost several
+// microseconds and a trip through the scheduler, more than the peer usually
+// needs to make room or data. Every few polls it yields the processor, in
+// case the peer needs it: a goroutine of this process when GOMAXPROCS is 1
+// (a goroutine asleep in a futex keeps its P until the scheduler's monitor
+// takes it back, up to milliseconds later), or another process on a busy
+// machine. With nothing else to run, a yield returns at once.
+func spin(ready func() bool) bool {
+	var start time.Time
+	for i := 1; ; i++ {
+		if ready() {
+			return true
+		}
+		if i%16 != 0 {
+			continue
+		}
+		runtime.Gosched()
+		if start.IsZero() {
+			start = time.Now()
+		} else if i%256 == 0 && time.Since(start) >= spinFor {
+			return false
+		}
+	}
+}
+
+// spinFor is how long spin polls.
+const spinFor = 50 * time.Microsecond

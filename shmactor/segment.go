@@ -69,7 +69,7 @@ type Segment struct {
 //
 // If an Init panics, Build releases the segment and returns the panic as an
 // error.
-func Build(generation uint64, regions []Region) (_ *Segment, err error) {
+func Build(generation uint64, regions []Region) (*Segment, error) {
 	infos, hlen, total, err := layout(regions)
 	if err != nil {
 		return nil, err
@@ -80,35 +80,32 @@ func Build(generation uint64, regions []Region) (_ *Segment, err error) {
 		return nil, fmt.Errorf("shmactor: memfd_create: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), name)
-	defer func() {
-		if err != nil {
-			f.Close()
-		}
-	}()
 	if err := unix.Ftruncate(fd, int64(total)); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("shmactor: ftruncate to %d bytes: %w", total, err)
 	}
 	mem, err := unix.Mmap(fd, 0, total, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("shmactor: mmap %d bytes: %w", total, err)
 	}
-	defer func() {
-		if err != nil {
-			unix.Munmap(mem)
-		}
-	}()
+	fail := func(err error) (*Segment, error) {
+		unix.Munmap(mem)
+		f.Close()
+		return nil, err
+	}
 	writeHeader(mem, generation, hlen, total, infos)
 	for i, r := range regions {
 		if r.Init == nil {
 			continue
 		}
 		ri := infos[i]
-		if err := runInit(r.Init, mem[ri.Offset:ri.Offset+ri.Size:ri.Offset+ri.Size]); err != nil {
-			return nil, fmt.Errorf("shmactor: region %q: init panicked: %v", r.Name, err)
+		if v := runInit(r.Init, mem[ri.Offset:ri.Offset+ri.Size:ri.Offset+ri.Size]); v != nil {
+			return fail(fmt.Errorf("shmactor: region %q: init panicked: %v", r.Name, *v))
 		}
 	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, requiredSeals); err != nil {
-		return nil, fmt.Errorf("shmactor: seal memfd: %w", err)
+		return fail(fmt.Errorf("shmactor: seal memfd: %w", err))
 	}
 	return &Segment{gen: generation, size: total, f: f, mem: mem, regions: infos}, nil
 }
@@ -116,14 +113,11 @@ func Build(generation uint64, regions []Region) (_ *Segment, err error) {
 // requiredSeals are the seals Build applies and Open insists on.
 const requiredSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
 
-type initPanic struct{ v any }
-
-func (p initPanic) Error() string { return fmt.Sprint(p.v) }
-
-func runInit(init func([]byte), mem []byte) (err error) {
+// runInit runs init on mem and returns what it panicked with, if it did.
+func runInit(init func([]byte), mem []byte) (panicked *any) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = initPanic{v}
+			panicked = &v
 		}
 	}()
 	init(mem)

@@ -53,6 +53,8 @@ type Conn struct {
 	closed   bool
 	werr     error
 	idle     bool // writer is waiting for work
+	writing  bool // someone (the writer or an urgent sender) is writing to the socket
+	inline   []byte
 	stopped  chan struct{}
 	closeOne sync.Once
 
@@ -130,6 +132,33 @@ func (c *Conn) Send(build func([]byte) []byte) error {
 	return nil
 }
 
+// SendUrgent is Send for a frame someone is waiting on (a request or a
+// response): when nothing is queued and nobody is writing, the caller
+// writes it to the socket itself, saving the hand-off to the writer
+// goroutine; otherwise it is queued behind the frames before it.
+func (c *Conn) SendUrgent(build func([]byte) []byte) error {
+	c.mu.Lock()
+	if c.writing || len(c.wbuf) != 0 || c.oob != nil || c.closed || c.werr != nil {
+		c.mu.Unlock()
+		return c.Send(build)
+	}
+	c.writing = true
+	buf := build(c.inline[:0])
+	c.Stats.FramesOut.Add(1)
+	c.Stats.BytesOut.Add(uint64(len(buf)))
+	c.mu.Unlock()
+	err := c.write(buf, nil)
+	c.mu.Lock()
+	c.inline = buf[:0]
+	c.writing = false
+	if err != nil && c.werr == nil {
+		c.werr = fmt.Errorf("bridge: write: %w", err)
+	}
+	c.cond.Broadcast() // the writer may have frames queued meanwhile
+	c.mu.Unlock()
+	return err
+}
+
 // SendWithFile queues the frames built by build and passes f's descriptor
 // with them (SCM_RIGHTS). The caller may close f once SendWithFile returns
 // and Flush has completed.
@@ -148,7 +177,7 @@ func (c *Conn) SendWithFile(build func([]byte) []byte, f *os.File) error {
 func (c *Conn) Flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for (len(c.wbuf) > 0 || c.oob != nil || !c.idle) && !c.closed && c.werr == nil {
+	for (len(c.wbuf) > 0 || c.oob != nil || c.writing) && !c.closed && c.werr == nil {
 		c.cond.Wait()
 	}
 	if c.werr != nil {
@@ -164,12 +193,13 @@ func (c *Conn) writer() {
 	defer close(c.stopped)
 	c.mu.Lock()
 	for {
-		for len(c.wbuf) == 0 && !c.closed && c.werr == nil {
+		for (len(c.wbuf) == 0 || c.writing) && !c.closed && c.werr == nil {
 			c.idle = true
 			c.cond.Broadcast()
 			c.cond.Wait()
 		}
 		c.idle = false
+		c.writing = true
 		if c.closed || c.werr != nil {
 			c.idle = true
 			c.cond.Broadcast()
@@ -181,6 +211,7 @@ func (c *Conn) writer() {
 		c.mu.Unlock()
 		err := c.write(buf, oob)
 		c.mu.Lock()
+		c.writing = false
 		if cap(buf) <= 2*c.MaxPending {
 			c.spare = buf[:0]
 		}

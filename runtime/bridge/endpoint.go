@@ -138,7 +138,7 @@ func (e *Endpoint) request(target string, msg any, sender *actor.PID) error {
 	e.pending[id] = sender
 	e.mu.Unlock()
 	var encErr error
-	err := e.conn.Send(func(b []byte) []byte {
+	err := e.conn.SendUrgent(func(b []byte) []byte {
 		out, s := AppendRequestHeader(b, uint64(id), target, "")
 		typPos := len(out) - 2
 		typ, out2, err := codec.Encode(out, msg)
@@ -170,7 +170,7 @@ func (e *Endpoint) respond(id uint32, _ *actor.PID, msg any) {
 		return
 	}
 	var encErr error
-	err := e.conn.Send(func(b []byte) []byte {
+	err := e.conn.SendUrgent(func(b []byte) []byte {
 		out, s := AppendResponseHeader(b, uint64(id), StatusOK, "")
 		typPos := len(out) - 2
 		typ, out2, err := codec.Encode(out, msg)
@@ -191,7 +191,7 @@ func (e *Endpoint) respond(id uint32, _ *actor.PID, msg any) {
 }
 
 func (e *Endpoint) sendStatus(id uint32, status uint8, text string) {
-	_ = e.conn.Send(func(b []byte) []byte {
+	_ = e.conn.SendUrgent(func(b []byte) []byte {
 		out, s := AppendResponseHeader(b, uint64(id), status, "")
 		return FinishFrame(append(out, text...), s)
 	})
