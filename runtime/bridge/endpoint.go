@@ -93,9 +93,23 @@ func (e *Endpoint) Stop(*actor.PID) {}
 
 // Tell sends msg one way to target on the far side.
 func (e *Endpoint) Tell(target string, msg any) error {
+	return e.sendEncoded(e.conn.Send, msg, func(b []byte) ([]byte, int) { return AppendTellHeader(b, target, "") })
+}
+
+// codecError marks an error of the codec, as opposed to the connection.
+type codecError struct{ err error }
+
+func (c *codecError) Error() string { return c.err.Error() }
+func (c *codecError) Unwrap() error { return c.err }
+
+// sendEncoded queues one message frame: header appends the frame's header
+// with an empty type name, the codec appends the payload, and the type name
+// is patched in. An encoding error drops the frame and is returned as a
+// *codecError.
+func (e *Endpoint) sendEncoded(send func(func([]byte) []byte) error, msg any, header func([]byte) ([]byte, int)) error {
 	var encErr error
-	err := e.conn.Send(func(b []byte) []byte {
-		out, s := AppendTellHeader(b, target, "")
+	err := send(func(b []byte) []byte {
+		out, s := header(b)
 		typPos := len(out) - 2
 		typ, out2, err := codec.Encode(out, msg)
 		if err != nil {
@@ -106,7 +120,7 @@ func (e *Endpoint) Tell(target string, msg any) error {
 	})
 	if encErr != nil {
 		e.EncodeErrors.Add(1)
-		return encErr
+		return &codecError{encErr}
 	}
 	return err
 }
@@ -137,21 +151,7 @@ func (e *Endpoint) request(target string, msg any, sender *actor.PID) error {
 	}
 	e.pending[id] = sender
 	e.mu.Unlock()
-	var encErr error
-	err := e.conn.SendUrgent(func(b []byte) []byte {
-		out, s := AppendRequestHeader(b, uint64(id), target, "")
-		typPos := len(out) - 2
-		typ, out2, err := codec.Encode(out, msg)
-		if err != nil {
-			encErr = err
-			return b
-		}
-		return FinishFrame(patchType(out2, typPos, typ), s)
-	})
-	if encErr != nil {
-		e.EncodeErrors.Add(1)
-		err = encErr
-	}
+	err := e.sendEncoded(e.conn.SendUrgent, msg, func(b []byte) ([]byte, int) { return AppendRequestHeader(b, uint64(id), target, "") })
 	if err != nil {
 		e.mu.Lock()
 		delete(e.pending, id)
@@ -169,20 +169,10 @@ func (e *Endpoint) respond(id uint32, _ *actor.PID, msg any) {
 		e.sendStatus(id, StatusUnavailable, "dead letter")
 		return
 	}
-	var encErr error
-	err := e.conn.SendUrgent(func(b []byte) []byte {
-		out, s := AppendResponseHeader(b, uint64(id), StatusOK, "")
-		typPos := len(out) - 2
-		typ, out2, err := codec.Encode(out, msg)
-		if err != nil {
-			encErr = err
-			return b
-		}
-		return FinishFrame(patchType(out2, typPos, typ), s)
-	})
-	if encErr != nil {
-		e.EncodeErrors.Add(1)
-		e.sendStatus(id, StatusError, encErr.Error())
+	err := e.sendEncoded(e.conn.SendUrgent, msg, func(b []byte) ([]byte, int) { return AppendResponseHeader(b, uint64(id), StatusOK, "") })
+	var ce *codecError
+	if errors.As(err, &ce) {
+		e.sendStatus(id, StatusError, ce.err.Error())
 		return
 	}
 	if err != nil {
