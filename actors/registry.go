@@ -100,3 +100,12 @@ func MustDefine(spec Spec) {
 		panic(err)
 	}
 }
+
+// All returns every worker registered or defined, in registration order,
+// without closing the registry. The runtime uses it to size shared memory
+// for the code that dynamic workers may run.
+func All() []Spec {
+	registry.Lock()
+	defer registry.Unlock()
+	return slices.Clone(registry.specs)
+}

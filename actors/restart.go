@@ -123,12 +123,17 @@ func (e Exponential) delay(attempt int, rnd float64) (time.Duration, bool) {
 	if attempt < 1 {
 		attempt = 1
 	}
-	d := float64(e.Initial) * math.Pow(e.Multiplier, float64(attempt-1))
-	if d > float64(e.Max) || math.IsInf(d, 0) {
-		d = float64(e.Max)
+	// Computed in float64 but clamped in Duration: float64(Max) can round
+	// above math.MaxInt64, and converting that back would overflow.
+	base := e.Max
+	if d := float64(e.Initial) * math.Pow(e.Multiplier, float64(attempt-1)); d < float64(e.Max) {
+		base = time.Duration(d)
 	}
-	d -= d * e.Jitter * rnd
-	return time.Duration(d), true
+	cut := float64(base) * e.Jitter * rnd
+	if cut >= float64(base) || cut < 0 || math.IsNaN(cut) {
+		cut = 0
+	}
+	return base - time.Duration(cut), true
 }
 
 func (e Exponential) resetAfter() time.Duration { return e.withDefaults().ResetAfter }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
-	"os"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -497,14 +496,11 @@ func TestBackoffResetAfterSynctest(t *testing.T) {
 	})
 }
 
-// TestExponentialHugeMaxKnownBug shows that a valid policy whose Max is near
-// the largest Duration ("no cap") yields a negative wait: delay converts
-// float64(Max), which rounds up to 2^63, back to a Duration, which overflows
-// to math.MinInt64 on amd64. Skipped unless BGWORKER_KNOWN_BUGS=1.
-func TestExponentialHugeMaxKnownBug(t *testing.T) {
-	if os.Getenv("BGWORKER_KNOWN_BUGS") == "" {
-		t.Skip("known bug in restart.go Exponential.delay (negative wait for Max ≥ 2^63-512); set BGWORKER_KNOWN_BUGS=1 to run")
-	}
+// TestExponentialHugeMax: a valid policy whose Max is near the largest
+// Duration ("no cap") must never yield a negative wait. float64(Max) rounds
+// up to 2^63, and converting it back to a Duration used to overflow to
+// math.MinInt64.
+func TestExponentialHugeMax(t *testing.T) {
 	e := Exponential{Initial: time.Hour, Max: math.MaxInt64, Multiplier: 2}
 	spec := Spec{Name: "w", Run: func(ctx context.Context, w Worker) error { return nil }, Restart: e}
 	if err := spec.Validate(); err != nil {

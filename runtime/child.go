@@ -270,9 +270,9 @@ func (c *child) run(a bridge.Assign) int {
 			fmt.Fprintf(os.Stderr, "bgworker: worker %q: assigned shared memory but no segment was passed\n", a.Name)
 			return actors.ExitPanic
 		}
-		seg, err := shmactor.Open(f)
-		f.Close()
+		seg, err := shmactor.Open(f) // owns f on success
 		if err != nil {
+			f.Close()
 			fmt.Fprintf(os.Stderr, "bgworker: worker %q: %v\n", a.Name, err)
 			return actors.ExitPanic
 		}
@@ -414,6 +414,7 @@ func (w *worker) lifecycle(next actor.ReceiverFunc) actor.ReceiverFunc {
 		switch env.Message.(type) {
 		case *actor.Started:
 			w.ready.Do(func() {
+				w.self.Store(ctx.Self()) // before Ready: the host may send at once
 				_ = w.c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReady) })
 			})
 		case *actor.Stopped:

@@ -241,6 +241,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 100 * time.Millisecond
+		cfg.HeartbeatTimeout = 2 * time.Second * timeoutMult()
 	}
 	rt, err := New(cfg)
 	if err != nil {

@@ -27,6 +27,11 @@ type metrics struct {
 	slotsMax       prometheus.Gauge
 	protocolErrors prometheus.Counter
 	undeliverable  prometheus.Counter
+
+	resets            prometheus.Counter
+	resetSeconds      prometheus.Histogram
+	segmentBytes      prometheus.Gauge
+	segmentGeneration prometheus.Gauge
 }
 
 const ns = "bgworker"
@@ -62,6 +67,16 @@ func newMetrics(rt *Runtime, reg *prometheus.Registry) *metrics {
 		undeliverable: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "bridge", Name: "undeliverable_total",
 			Help: "Messages to a worker that was not running."}),
 	}
+	m.resets = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "shmem", Name: "resets_total",
+		Help: "All-for-one resets of the shared-memory group."})
+	m.resetSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: "shmem", Name: "reset_duration_seconds",
+		Help:    "Time from a shared-memory worker's crash until every member runs on the new segment.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)})
+	m.segmentBytes = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "shmem", Name: "segment_bytes",
+		Help: "Size of the current shared segment."})
+	m.segmentGeneration = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "shmem", Name: "generation",
+		Help: "Generation of the current shared segment; +1 per reset."})
+	reg.MustRegister(m.resets, m.resetSeconds, m.segmentBytes, m.segmentGeneration)
 	reg.MustRegister(m.workers, m.starts, m.exits, m.crashes, m.restarts, m.backoff, m.ready, m.phase, m.pending,
 		m.slotsInUse, m.slotsMax, m.protocolErrors, m.undeliverable)
 	reg.MustRegister(

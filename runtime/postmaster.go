@@ -16,6 +16,7 @@ import (
 	"github.com/bgworker/bgworker/actors"
 	"github.com/bgworker/bgworker/phases"
 	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/shmactor"
 )
 
 // pmMsg is the closed set of messages the postmaster handles.
@@ -174,10 +175,22 @@ type postmaster struct {
 	shutdown     phases.ShutdownMode
 	shutdownDone bool
 	cause        error
+	ctx          actor.Context // the postmaster's context, valid inside Receive
+
+	// The shared-memory group.
+	seg          *shmactor.Segment
+	segGen       uint64
+	oldSegs      []*shmactor.Segment // mapped until shutdown: host code may hold them
+	resetting    bool                // a reset is waiting for members to be reaped
+	awaitGroup   bool                // a reset is waiting for members to run again
+	resetStart   time.Time
+	groupBackoff *actors.Backoff // counts resets against GroupResetIntensity
+	groupFailed  bool
 }
 
 func newPostmaster(rt *Runtime, specs []actors.Spec, codes []string) *postmaster {
-	pm := &postmaster{rt: rt, byName: map[string]*slot{}}
+	pm := &postmaster{rt: rt, byName: map[string]*slot{},
+		groupBackoff: actors.NewBackoff(actors.Fixed(0), rt.cfg.GroupResetIntensity)}
 	for i, sp := range specs {
 		pm.add(sp, codes[i], false)
 	}
@@ -204,6 +217,7 @@ func (pm *postmaster) add(sp actors.Spec, code string, dynamic bool) *slot {
 func (pm *postmaster) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case pmMsg:
+		pm.ctx = ctx
 		pm.handle(ctx, m)
 	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
 	default:
@@ -265,6 +279,9 @@ func (pm *postmaster) serverLoop(ctx actor.Context) {
 		if s.state != Pending || s.timer != nil || pm.shutdown != 0 || s.spec.StartPhase() > pm.phase {
 			continue
 		}
+		if s.spec.SharedMemory && (pm.resetting || pm.seg == nil) {
+			continue // held: maybeFinishReset starts it on the new generation
+		}
 		pm.startSlot(s)
 		n++
 	}
@@ -294,6 +311,12 @@ func (pm *postmaster) enter(ctx actor.Context, p phases.Phase, reset bool) {
 	pm.rt.metrics.phase.Set(float64(p))
 	pm.rt.log.Info("runtime: phase entered", "phase", p.String())
 	pm.rt.publish(PhaseEvent{Phase: p, Reset: reset, At: time.Now()})
+	if p == phases.ConsistentState && pm.rt.hasShm && pm.seg == nil {
+		if err := pm.buildSegment(false); err != nil {
+			pm.rt.log.Error("runtime: could not build shared memory", "err", err)
+			pm.failGroup(nil, err)
+		}
+	}
 	for _, s := range pm.slots {
 		if s.state == Registered && s.spec.StartPhase() <= p {
 			pm.setState(s, Pending, nil)
@@ -391,6 +414,7 @@ func (pm *postmaster) spawned(m msgSpawned) {
 	p := m.p
 	pm.live++
 	p.slot, p.inc = s, m.inc
+	close(p.adopted)
 	if s.inc != m.inc {
 		p.cause = ReasonShutdown
 		p.killGroup()
@@ -411,7 +435,25 @@ func (pm *postmaster) spawned(m msgSpawned) {
 		flags |= bridge.FlagConnect
 	}
 	a := bridge.Assign{Incarnation: s.inc, Flags: flags, Name: s.spec.Name, Code: s.code, Arg: s.spec.Arg}
-	if err := p.assignNow(a, nil); err != nil {
+	var segFile *os.File
+	if s.spec.SharedMemory {
+		if pm.seg == nil {
+			s.cause = ReasonSpawnFailed
+			p.killGroup()
+			return
+		}
+		f, err := pm.segmentFile()
+		if err != nil {
+			s.cause = ReasonSpawnFailed
+			p.killGroup()
+			return
+		}
+		a.Flags |= bridge.FlagSharedMemory
+		a.Segment = pm.seg.Generation()
+		segFile = f
+		p.segFile = f
+	}
+	if err := p.assignNow(a, segFile); err != nil {
 		s.cause = ReasonProtocol
 		p.killGroup()
 	}
@@ -427,6 +469,9 @@ func (pm *postmaster) ready(p *proc) {
 	pm.rt.routes.Store(s.spec.Name, p)
 	pm.rt.metrics.observeReady(s, s.readyAt.Sub(s.startedAt))
 	pm.setState(s, Running, nil)
+	if s.spec.SharedMemory {
+		pm.checkGroupUp()
+	}
 }
 
 func (pm *postmaster) fault(p *proc, err error) {
@@ -455,6 +500,9 @@ func (pm *postmaster) fault(p *proc, err error) {
 func (pm *postmaster) exited(ctx actor.Context, m msgProcExited) {
 	pm.live--
 	p := m.p
+	if p.segFile != nil {
+		p.segFile.Close()
+	}
 	s := p.slot
 	if s == nil || s.proc != p {
 		pm.maybeShutdownDone()
@@ -489,6 +537,12 @@ func (pm *postmaster) afterExit(s *slot, ex Exit) {
 	}
 	pm.rt.metrics.observeExit(s, ex)
 	ev := WorkerEvent{Exit: &ex}
+	if s.spec.SharedMemory {
+		if pm.afterShmExit(s, ex, ev) {
+			return
+		}
+		defer pm.maybeFinishReset()
+	}
 	if pm.shutdown != 0 || s.stopReq || s.state == Stopping {
 		pm.setStateEv(s, Stopped, ev)
 		return
@@ -554,7 +608,9 @@ func (pm *postmaster) timer(ctx actor.Context, m msgTimer) {
 		}
 	case timerGrace:
 		if s.state == Stopping && s.proc != nil {
-			s.cause = ReasonKilled
+			if s.cause != ReasonGroupReset {
+				s.cause = ReasonKilled
+			}
 			pm.rt.log.Warn("runtime: worker did not stop within its grace period; killing it", "worker", s.spec.Name, "grace", s.spec.GracePeriod())
 			s.proc.killGroup()
 		}
@@ -816,7 +872,7 @@ func classify(ws syscall.WaitStatus, goodbye int, cause string, shm bool) Exit {
 	}
 	if cause != "" {
 		ex.Reason = cause
-		ex.Crash = cause != ReasonShutdown
+		ex.Crash = cause != ReasonShutdown && cause != ReasonGroupReset
 		return ex
 	}
 	switch {

@@ -51,6 +51,7 @@ type proc struct {
 	slot    *slot
 	inc     uint64
 	cause   string
+	segFile *os.File // this child's duplicate of the segment memfd, closed at reap
 	connect atomic.Bool
 
 	goodbye    int         // exit code announced by goodbye; -1 = none
@@ -58,6 +59,7 @@ type proc struct {
 	tail       *tailBuffer // last lines of output
 	readerDone chan struct{}
 	exited     chan struct{} // closed once the process has exited (before the reap)
+	adopted    chan struct{} // closed by the postmaster when it has taken the proc in
 	outDone    chan struct{}
 }
 
@@ -113,7 +115,7 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 		return nil, fmt.Errorf("runtime: output pipe: %w", err)
 	}
 	defer outW.Close()
-	p = &proc{id: id, rt: rt, goodbye: -1, tail: newTail(32), readerDone: make(chan struct{}), exited: make(chan struct{}), outDone: make(chan struct{})}
+	p = &proc{id: id, rt: rt, goodbye: -1, tail: newTail(32), readerDone: make(chan struct{}), exited: make(chan struct{}), adopted: make(chan struct{}), outDone: make(chan struct{})}
 	if _, err := rand.Read(p.cookie[:]); err != nil {
 		parentEnd.Close()
 		outR.Close()
@@ -156,7 +158,9 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 		return nil, fmt.Errorf("runtime: bridge: %w", err)
 	}
 	p.conn = bridge.NewConn(nc.(*net.UnixConn), rt.cfg.MaxFrame)
-	p.conn.ReadTimeout = rt.cfg.HeartbeatTimeout
+	// No read deadline until the child heartbeats (from Idle on): before
+	// that the start timeout governs, so a slow exec under load is not
+	// mistaken for a wedged child.
 	p.conn.WriteTimeout = rt.cfg.HeartbeatTimeout
 	p.ep = bridge.NewEndpoint(p.conn, rt.system, procAddress(id), p.resolve, rt.log)
 	rt.procs.Store(id, p)
@@ -247,6 +251,7 @@ func (p *proc) read() {
 			return nil
 		case state == 1 && k == bridge.KindIdle:
 			state = 2
+			p.conn.ReadTimeout = p.rt.cfg.HeartbeatTimeout
 			p.rt.tell(msgProcIdle{p: p})
 			return bridge.ParseEmpty(k, body)
 		case state == 2 && k == bridge.KindReady:
@@ -339,6 +344,7 @@ func (p *proc) wait() {
 	p.mu.Lock()
 	goodbye, readErr := p.goodbye, p.readErr
 	p.mu.Unlock()
+	<-p.adopted // the spawn is reported before the exit
 	p.rt.tell(msgProcExited{p: p, status: p.cmd.ProcessState.Sys().(syscall.WaitStatus), goodbye: goodbye, readErr: readErr, at: time.Now()})
 }
 

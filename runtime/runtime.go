@@ -19,6 +19,7 @@ import (
 	"github.com/bgworker/bgworker/actors"
 	"github.com/bgworker/bgworker/phases"
 	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/shmactor"
 )
 
 // Config configures a Runtime. Zero values take the defaults written next
@@ -56,6 +57,12 @@ type Config struct {
 	Logger *slog.Logger
 	// ChildEnv is the environment of child processes. nil = the host's.
 	ChildEnv []string
+	// GroupStopTimeout is the deadline between SIGTERM and SIGKILL for the
+	// shared-memory workers taken down by an all-for-one reset. Zero = 1 s.
+	GroupStopTimeout time.Duration
+	// GroupResetIntensity limits all-for-one resets; past it the
+	// shared-memory group is failed and stays down. Zero = 5 within 60 s.
+	GroupResetIntensity actors.Intensity
 	// HandleSignals makes the runtime own SIGTERM, SIGINT and SIGQUIT and
 	// map them to smart, fast and immediate shutdown, as PostgreSQL's
 	// postmaster does.
@@ -81,7 +88,15 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.GroupStopTimeout == 0 {
+		c.GroupStopTimeout = time.Second
+	}
+	if c.GroupResetIntensity.MaxRestarts == 0 {
+		c.GroupResetIntensity.MaxRestarts = 5
+	}
 	switch {
+	case c.GroupStopTimeout < 0:
+		return fmt.Errorf("%w: GroupStopTimeout %v is negative", ErrInvalidConfig, c.GroupStopTimeout)
 	case c.MaxWorkers < 0:
 		return fmt.Errorf("%w: MaxWorkers %d is negative", ErrInvalidConfig, c.MaxWorkers)
 	case c.StartsPerIteration < 0:
@@ -123,6 +138,9 @@ type Runtime struct {
 	finished chan struct{} // closed when Shutdown has released everything
 	sigStop  func()
 	subs     atomic.Int64
+	regions  []shmactor.Region // the segment's layout
+	hasShm   bool              // some worker can use shared memory
+	segment  atomic.Pointer[shmactor.Segment]
 	phase    atomic.Uint32                                                  // the postmaster's phase, for /readyz
 	acc      struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 } // traffic of reaped children
 }
@@ -160,7 +178,12 @@ func New(cfg Config) (*Runtime, error) {
 	if len(specs) > cfg.MaxWorkers {
 		return nil, fmt.Errorf("%w: %d workers registered, MaxWorkers is %d", ErrTooManyWorkers, len(specs), cfg.MaxWorkers)
 	}
-	rt := &Runtime{cfg: cfg, log: cfg.Logger, exe: "/proc/self/exe", stopped: make(chan struct{}), finished: make(chan struct{})}
+	regions, hasShm, err := collectRegions(specs)
+	if err != nil {
+		return nil, err
+	}
+	rt := &Runtime{cfg: cfg, log: cfg.Logger, exe: "/proc/self/exe", stopped: make(chan struct{}), finished: make(chan struct{}),
+		regions: regions, hasShm: hasShm}
 	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(levelFilter{h: cfg.Logger.Handler(), min: slog.LevelWarn})
 	}))
@@ -657,6 +680,11 @@ func (rt *Runtime) release() {
 	_ = rt.system.Root.StopFuture(rt.pmPID).Wait()
 	rt.spawner.stop()
 	rt.wg.Wait()
+	for _, seg := range append(rt.pm.oldSegs, rt.pm.seg) {
+		if seg != nil {
+			seg.Close()
+		}
+	}
 	rt.system.Shutdown()
 	close(rt.finished)
 }

@@ -208,6 +208,7 @@ func (c *Conn) writer() {
 		}
 		buf, oob := c.wbuf, c.oob
 		c.wbuf, c.oob = c.spare[:0], nil
+		c.spare = nil // the queue owns it now; buf becomes the spare after the write
 		c.mu.Unlock()
 		err := c.write(buf, oob)
 		c.mu.Lock()

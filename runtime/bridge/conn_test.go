@@ -68,8 +68,9 @@ func fdCount(t *testing.T) int {
 }
 
 // TestConnManyWriters sends frames from several goroutines at once, some
-// larger than the reader's initial buffer: every frame must arrive whole
-// and each goroutine's frames in the order it sent them.
+// larger than the reader's initial buffer, mixing Send and SendUrgent:
+// every frame must arrive whole and each goroutine's frames in the order it
+// sent them.
 func TestConnManyWriters(t *testing.T) {
 	a, b := newPair(t, 0)
 	const (
@@ -112,12 +113,18 @@ func TestConnManyWriters(t *testing.T) {
 		wg.Go(func() {
 			target := fmt.Sprintf("writer-%d", g)
 			for i := range uint64(perWriter) {
-				err := a.Send(func(buf []byte) []byte {
+				build := func(buf []byte) []byte {
 					buf, s := AppendTellHeader(buf, target, "seq")
 					buf = binary.LittleEndian.AppendUint64(buf, i)
 					buf = append(buf, bytes.Repeat([]byte{byte(g)}, padLen(i))...)
 					return FinishFrame(buf, s)
-				})
+				}
+				var err error
+				if i%3 == 0 {
+					err = a.SendUrgent(build) // written inline when the queue is empty
+				} else {
+					err = a.Send(build)
+				}
 				if err != nil {
 					errs <- fmt.Errorf("writer %d, frame %d: %v", g, i, err)
 					return
@@ -397,21 +404,11 @@ func TestConnOversizedLength(t *testing.T) {
 	}
 }
 
-// TestConnBatchAliasingKnownBug shows a bug in Conn.writer (conn.go, the
-// "if cap(buf) <= 2*c.MaxPending { c.spare = buf[:0] }" after the write):
-// after writing a batch whose capacity is above 2×MaxPending, the writer
-// keeps its old spare, which is the very array it handed to senders as the
-// write queue when it took that batch. On the next round the batch being
-// written and the new write queue share one array, so a Send during that
-// write overwrites bytes not yet written, and the peer receives frames
-// carrying other frames' bytes. Such a batch needs one Send whose build
-// appends more than 2×MaxPending (16 MiB by default), or a MaxPending set
-// below what a few frames take. Skipped unless BGWORKER_KNOWN_BUGS=1; it is
-// also a data race, which -race reports.
-func TestConnBatchAliasingKnownBug(t *testing.T) {
-	if os.Getenv("BGWORKER_KNOWN_BUGS") == "" {
-		t.Skip("known bug in conn.go writer (spare buffer aliasing after a batch above 2×MaxPending); set BGWORKER_KNOWN_BUGS=1 to run")
-	}
+// TestConnBatchAliasing: after writing a batch larger than 2×MaxPending
+// the writer used to keep, as its spare, the array it had handed to senders
+// as the write queue, so a Send during the next write overwrote bytes not
+// yet written and the peer received frames carrying other frames' bytes.
+func TestConnBatchAliasing(t *testing.T) {
 	for _, tt := range []struct {
 		name       string
 		maxPending int
