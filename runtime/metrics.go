@@ -28,6 +28,11 @@ type metrics struct {
 	protocolErrors prometheus.Counter
 	undeliverable  prometheus.Counter
 
+	poolIdle     prometheus.Gauge
+	poolStarting prometheus.Gauge
+	idleLost     prometheus.Counter
+	poolTarget   prometheus.Gauge
+
 	resets            prometheus.Counter
 	resetSeconds      prometheus.Histogram
 	segmentBytes      prometheus.Gauge
@@ -76,6 +81,16 @@ func newMetrics(rt *Runtime, reg *prometheus.Registry) *metrics {
 		Help: "Size of the current shared segment."})
 	m.segmentGeneration = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "shmem", Name: "generation",
 		Help: "Generation of the current shared segment; +1 per reset."})
+	m.poolIdle = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "pool", Name: "idle_children",
+		Help: "Warm-pool children handshaken and waiting for a worker."})
+	m.poolStarting = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "pool", Name: "starting_children",
+		Help: "Warm-pool children spawned and not yet idle."})
+	m.idleLost = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: "pool", Name: "idle_lost_total",
+		Help: "Idle children that died before getting a worker (replaced, no worker affected)."})
+	m.poolTarget = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "pool", Name: "target_children",
+		Help: "Config.WarmPool."})
+	m.poolTarget.Set(float64(rt.cfg.WarmPool))
+	reg.MustRegister(m.poolIdle, m.poolStarting, m.idleLost, m.poolTarget)
 	reg.MustRegister(m.resets, m.resetSeconds, m.segmentBytes, m.segmentGeneration)
 	reg.MustRegister(m.workers, m.starts, m.exits, m.crashes, m.restarts, m.backoff, m.ready, m.phase, m.pending,
 		m.slotsInUse, m.slotsMax, m.protocolErrors, m.undeliverable)

@@ -170,7 +170,11 @@ type postmaster struct {
 
 	queue        []*slot // pending starts, FIFO
 	tickQueued   bool
-	spawning     int // spawn requests not yet answered
+	spawning     int     // spawn requests not yet answered
+	pool         []*proc // idle children, handshaken, waiting for a worker
+	poolStarting []*proc // idle children spawned, not yet idle
+	poolSpawns   int     // idle-child spawns in flight
+	poolTimer    *time.Timer
 	live         int // processes spawned and not yet reaped
 	shutdown     phases.ShutdownMode
 	shutdownDone bool
@@ -202,13 +206,17 @@ func (pm *postmaster) add(sp actors.Spec, code string, dynamic bool) *slot {
 	s := &slot{spec: sp, code: code, dynamic: dynamic, gen: pm.nextGen, state: Registered,
 		backoff: actors.NewBackoff(sp.Restart, sp.Intensity)}
 	if old, ok := pm.byName[sp.Name]; ok {
+		// A dynamic worker reusing the name of one that ended: the old row
+		// leaves the table and the per-state counts.
 		s.order = old.order
 		pm.slots[old.order] = s
+		pm.rt.metrics.workers.WithLabelValues(old.state.String()).Dec()
 	} else {
 		s.order = len(pm.slots)
 		pm.slots = append(pm.slots, s)
 	}
 	pm.byName[sp.Name] = s
+	pm.rt.metrics.observeState(s, 0, Registered)
 	return s
 }
 
@@ -229,10 +237,12 @@ func (pm *postmaster) handle(ctx actor.Context, m pmMsg) {
 	switch m := m.(type) {
 	case msgTick:
 		pm.tickQueued = false
+		pm.poolTimer = nil
 		pm.serverLoop(ctx)
 	case msgStart:
 		pm.started = true
 		pm.enter(ctx, phases.PostmasterStart, false)
+		pm.scheduleTick(ctx) // fills the warm pool
 		m.reply <- nil
 	case msgAdvance:
 		m.reply <- pm.advance(ctx, m.phase)
@@ -255,7 +265,7 @@ func (pm *postmaster) handle(ctx actor.Context, m pmMsg) {
 	case msgSpawned:
 		pm.spawned(m)
 	case msgProcIdle:
-		// A cold child completed its handshake; its assignment is on its way.
+		pm.idle(m.p)
 	case msgProcReady:
 		pm.ready(m.p)
 	case msgProcFault:
@@ -285,7 +295,11 @@ func (pm *postmaster) serverLoop(ctx actor.Context) {
 		pm.startSlot(s)
 		n++
 	}
-	if len(pm.queue) > 0 {
+	for n < pm.rt.cfg.StartsPerIteration && pm.poolDeficit() > 0 {
+		pm.spawnIdle()
+		n++
+	}
+	if len(pm.queue) > 0 || pm.poolDeficit() > 0 {
 		pm.scheduleTick(ctx)
 	}
 }
@@ -389,6 +403,12 @@ func (pm *postmaster) startSlot(s *slot) {
 	s.cause = ""
 	s.startedAt = time.Now()
 	s.nextStart = time.Time{}
+	if p := pm.takeIdle(); p != nil {
+		pm.setStateEv(s, Starting, WorkerEvent{Cold: false})
+		pm.armTimer(s, timerStartTimeout, s.spec.ReadyTimeout())
+		pm.adopt(s, p)
+		return
+	}
 	pm.setStateEv(s, Starting, WorkerEvent{Cold: true})
 	pm.armTimer(s, timerStartTimeout, s.spec.ReadyTimeout())
 	pm.nextProc++
@@ -403,6 +423,10 @@ func (pm *postmaster) startSlot(s *slot) {
 func (pm *postmaster) spawned(m msgSpawned) {
 	pm.spawning--
 	s := m.s
+	if s == nil {
+		pm.poolSpawned(m)
+		return
+	}
 	if m.err != nil {
 		pm.rt.log.Error("runtime: could not start worker", "worker", s.spec.Name, "err", m.err)
 		if s.inc == m.inc && s.state == Starting {
@@ -413,13 +437,20 @@ func (pm *postmaster) spawned(m msgSpawned) {
 	}
 	p := m.p
 	pm.live++
-	p.slot, p.inc = s, m.inc
 	close(p.adopted)
 	if s.inc != m.inc {
+		p.slot, p.inc = s, m.inc
 		p.cause = ReasonShutdown
 		p.killGroup()
 		return
 	}
+	pm.adopt(s, p)
+}
+
+// adopt makes p the process of s and assigns it its worker: a cold child
+// right after its spawn, or an idle one taken from the warm pool.
+func (pm *postmaster) adopt(s *slot, p *proc) {
+	p.slot, p.inc = s, s.inc
 	s.proc = p
 	if s.state != Starting || pm.shutdown != 0 || s.cause != "" {
 		// Stopped, timed out or shut down while the spawn was in flight:
@@ -437,14 +468,10 @@ func (pm *postmaster) spawned(m msgSpawned) {
 	a := bridge.Assign{Incarnation: s.inc, Flags: flags, Name: s.spec.Name, Code: s.code, Arg: s.spec.Arg}
 	var segFile *os.File
 	if s.spec.SharedMemory {
-		if pm.seg == nil {
-			s.cause = ReasonSpawnFailed
-			p.killGroup()
-			return
-		}
 		f, err := pm.segmentFile()
 		if err != nil {
 			s.cause = ReasonSpawnFailed
+			pm.rt.log.Error("runtime: no segment for shared-memory worker", "worker", s.spec.Name, "err", err)
 			p.killGroup()
 			return
 		}
@@ -486,6 +513,11 @@ func (pm *postmaster) fault(p *proc, err error) {
 	name := ""
 	if s != nil {
 		name = s.spec.Name
+		if s.proc == p && s.state == Stopping {
+			// Asked to stop: its socket closing is expected. It exits by
+			// itself or at the end of its grace period.
+			return
+		}
 		if s.proc == p && s.cause == "" {
 			s.cause = cause
 		}
@@ -504,7 +536,12 @@ func (pm *postmaster) exited(ctx actor.Context, m msgProcExited) {
 		p.segFile.Close()
 	}
 	s := p.slot
-	if s == nil || s.proc != p {
+	if s == nil {
+		pm.idleExited(ctx, p, m)
+		pm.maybeShutdownDone()
+		return
+	}
+	if s.proc != p {
 		pm.maybeShutdownDone()
 		pm.advanceShutdown()
 		return
@@ -795,6 +832,7 @@ func (pm *postmaster) beginShutdown(mode phases.ShutdownMode, cause error) {
 	pm.rt.log.Info("runtime: shutdown", "mode", mode.String())
 	pm.rt.publish(ShutdownEvent{Mode: mode, At: time.Now()})
 	pm.queue = nil
+	pm.killIdle()
 	for _, s := range pm.slots {
 		if !s.state.Alive() && !s.terminal() {
 			pm.stopTimer(s)

@@ -48,11 +48,12 @@ type proc struct {
 	slotName string // the worker it runs; "" while idle
 
 	// Owned by the postmaster's goroutine.
-	slot    *slot
-	inc     uint64
-	cause   string
-	segFile *os.File // this child's duplicate of the segment memfd, closed at reap
-	connect atomic.Bool
+	slot      *slot
+	inc       uint64
+	cause     string
+	segFile   *os.File // this child's duplicate of the segment memfd, closed at reap
+	connect   atomic.Bool
+	idleReady atomic.Bool // in the warm pool, ready for a worker
 
 	goodbye    int         // exit code announced by goodbye; -1 = none
 	readErr    error       // why the read loop ended
@@ -127,6 +128,9 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 	cmd.Stdout = outW
 	cmd.Stderr = outW
 	cmd.ExtraFiles = []*os.File{childEnd}
+	if rt.lock != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, rt.lock) // fd 4: holds the interlock
+	}
 	// Pdeathsig is caught by the child, which then kills its whole process
 	// group (see deathSignal); SIGKILL would end the leader only.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal}
@@ -274,6 +278,12 @@ func (p *proc) read() {
 		return &bridge.ProtocolError{Kind: k, Reason: "unexpected in this state"}
 	}, false)
 	p.ep.Close()
+	p.mu.Lock()
+	saidGoodbye := p.goodbye >= 0
+	p.mu.Unlock()
+	if (err == nil || errors.Is(err, io.ErrUnexpectedEOF)) && saidGoodbye {
+		return // a clean exit is under way; the waiter reports it
+	}
 	if err == nil || errors.Is(err, io.ErrUnexpectedEOF) {
 		// EOF: the child is exiting, and its wait status will say how. A
 		// child that closed its socket but lives on has broken the
@@ -281,7 +291,7 @@ func (p *proc) read() {
 		select {
 		case <-p.exited:
 			return
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(time.Second):
 			err = &bridge.ProtocolError{Reason: "child closed its socket but kept running"}
 		}
 	}

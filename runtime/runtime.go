@@ -57,6 +57,16 @@ type Config struct {
 	Logger *slog.Logger
 	// ChildEnv is the environment of child processes. nil = the host's.
 	ChildEnv []string
+	// WarmPool is how many idle children to keep started ahead of time, so
+	// that starting or restarting a worker skips exec and actor-system
+	// startup. Zero = 2; negative = no pool (every start is cold).
+	WarmPool int
+	// LockFile, when set, is locked (flock) for the runtime's life and
+	// inherited by every child, so a second runtime cannot start while any
+	// child of the first, or a process it left behind, is still alive
+	// (PostgreSQL's "pre-existing shared memory block" interlock). Created
+	// 0600.
+	LockFile string
 	// GroupStopTimeout is the deadline between SIGTERM and SIGKILL for the
 	// shared-memory workers taken down by an all-for-one reset. Zero = 1 s.
 	GroupStopTimeout time.Duration
@@ -87,6 +97,11 @@ func (c *Config) defaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.WarmPool == 0 {
+		c.WarmPool = 2
+	} else if c.WarmPool < 0 {
+		c.WarmPool = 0
 	}
 	if c.GroupStopTimeout == 0 {
 		c.GroupStopTimeout = time.Second
@@ -138,6 +153,7 @@ type Runtime struct {
 	finished chan struct{} // closed when Shutdown has released everything
 	sigStop  func()
 	subs     atomic.Int64
+	lock     *os.File // Config.LockFile, held until release
 	regions  []shmactor.Region // the segment's layout
 	hasShm   bool              // some worker can use shared memory
 	segment  atomic.Pointer[shmactor.Segment]
@@ -186,7 +202,10 @@ func New(cfg Config) (*Runtime, error) {
 		regions: regions, hasShm: hasShm}
 	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(levelFilter{h: cfg.Logger.Handler(), min: slog.LevelWarn})
-	}))
+	}),
+		// protoactor throttles dead-letter logs with a goroutine that lives
+		// for one interval; keep it short so Shutdown leaves none behind.
+		actor.WithDeadLetterThrottleInterval(100*time.Millisecond))
 	rt.system.ProcessRegistry.RegisterAddressResolver(rt.resolveProcAddress)
 	reg := cfg.Registry
 	if reg == nil {
@@ -194,9 +213,6 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	rt.metrics = newMetrics(rt, reg)
 	rt.pm = newPostmaster(rt, specs, codes)
-	for _, s := range rt.pm.slots {
-		rt.metrics.observeState(s, 0, Registered)
-	}
 	return rt, nil
 }
 
@@ -215,15 +231,18 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	}
 	rt.state = 1
 	rt.mu.Unlock()
+	if rt.cfg.LockFile != "" {
+		f, err := lockFile(rt.cfg.LockFile)
+		if err != nil {
+			rt.abortStart()
+			return err
+		}
+		rt.lock = f
+	}
 	if rt.cfg.HTTPAddr != "" {
 		h, err := rt.startHTTP()
 		if err != nil {
-			rt.mu.Lock()
-			rt.state = 3
-			rt.mu.Unlock()
-			close(rt.stopped)
-			close(rt.finished)
-			rt.system.Shutdown()
+			rt.abortStart()
 			return err
 		}
 		rt.http = h
@@ -236,6 +255,19 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	reply := make(chan error, 1)
 	rt.tell(msgStart{reply: reply})
 	return rt.await(ctx, reply)
+}
+
+// abortStart releases what a failed Start took.
+func (rt *Runtime) abortStart() {
+	rt.mu.Lock()
+	rt.state = 3
+	rt.mu.Unlock()
+	if rt.lock != nil {
+		rt.lock.Close()
+	}
+	close(rt.stopped)
+	close(rt.finished)
+	rt.system.Shutdown()
 }
 
 func (rt *Runtime) handleSignals() {
@@ -684,6 +716,9 @@ func (rt *Runtime) release() {
 		if seg != nil {
 			seg.Close()
 		}
+	}
+	if rt.lock != nil {
+		rt.lock.Close()
 	}
 	rt.system.Shutdown()
 	close(rt.finished)

@@ -173,7 +173,9 @@ func TestRow03ShmGoodbye(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := h.startShm("b", "run")
-	h.startShm("bye", "exit1_bye")
+	if _, err := h.rt.StartWorker(ctx(t), shmSpec("bye", "exit1_bye")); err != nil {
+		t.Fatal(err)
+	}
 	ex := h.expectExit("bye")
 	if ex.Reason != ReasonExit1 || ex.Crash {
 		t.Fatalf("exit = %+v, want exit1, not a crash", ex)
@@ -183,7 +185,9 @@ func TestRow03ShmGoodbye(t *testing.T) {
 		t.Fatal("exit 1 with goodbye reset the group")
 	}
 	h.rt.Stop(ctx(t), "bye")
-	h.startShm("nobye", "exit1_nobye")
+	if _, err := h.rt.StartWorker(ctx(t), shmSpec("nobye", "exit1_nobye")); err != nil {
+		t.Fatal(err)
+	}
 	ex = h.expectExit("nobye")
 	if ex.Reason != ReasonNoGoodbye || !ex.Crash {
 		t.Fatalf("exit = %+v, want no_goodbye crash", ex)
