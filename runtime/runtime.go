@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -145,20 +146,21 @@ type Runtime struct {
 	exposed sync.Map // name → *actor.PID, host actors reachable from Connect workers
 	wg      sync.WaitGroup
 
-	mu       sync.Mutex
-	state    int // 0 new, 1 started, 2 shutting down, 3 shut down
-	final    []WorkerInfo
-	cause    error
-	stopped  chan struct{} // closed when every child is reaped after a shutdown
-	finished chan struct{} // closed when Shutdown has released everything
-	sigStop  func()
-	subs     atomic.Int64
-	lock     *os.File // Config.LockFile, held until release
-	regions  []shmactor.Region // the segment's layout
-	hasShm   bool              // some worker can use shared memory
-	segment  atomic.Pointer[shmactor.Segment]
-	phase    atomic.Uint32                                                  // the postmaster's phase, for /readyz
-	acc      struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 } // traffic of reaped children
+	mu         sync.Mutex
+	state      int // 0 new, 1 started, 2 shutting down, 3 shut down
+	final      []WorkerInfo
+	cause      error
+	stopped    chan struct{} // closed when every child is reaped after a shutdown
+	finished   chan struct{} // closed when Shutdown has released everything
+	sigStop    func()
+	subs       atomic.Int64
+	lock       *os.File          // Config.LockFile, held until release
+	notifyStop func()            // ends the systemd notify hooks
+	regions    []shmactor.Region // the segment's layout
+	hasShm     bool              // some worker can use shared memory
+	segment    atomic.Pointer[shmactor.Segment]
+	phase      atomic.Uint32                                                  // the postmaster's phase, for /readyz
+	acc        struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 } // traffic of reaped children
 }
 
 // bridgeStats sums one traffic counter over live children and the reaped.
@@ -252,6 +254,7 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	if rt.cfg.HandleSignals {
 		rt.handleSignals()
 	}
+	rt.startNotify()
 	reply := make(chan error, 1)
 	rt.tell(msgStart{reply: reply})
 	return rt.await(ctx, reply)
@@ -610,10 +613,17 @@ func (rt *Runtime) forEachProc(fn func(*proc)) {
 }
 
 func (rt *Runtime) childEnv() []string {
-	if rt.cfg.ChildEnv != nil {
-		return append([]string(nil), rt.cfg.ChildEnv...)
+	env := rt.cfg.ChildEnv
+	if env == nil {
+		env = os.Environ()
 	}
-	return os.Environ()
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !notifyEnv(kv) && !strings.HasPrefix(kv, envChild+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // Done is closed once the runtime has stopped every child, after Shutdown
@@ -705,6 +715,9 @@ func (rt *Runtime) release() {
 	rt.mu.Unlock()
 	if rt.sigStop != nil {
 		rt.sigStop()
+	}
+	if rt.notifyStop != nil {
+		rt.notifyStop()
 	}
 	if rt.http != nil {
 		rt.http.close()
