@@ -189,7 +189,7 @@ func TestDemo(t *testing.T) {
 	rand.Read(b)
 	tag := "BGWDEMO_TEST_TAG=" + hex.EncodeToString(b)
 	var stdout, stderr syncBuffer
-	cmd := exec.Command(bin, "-duration", "6s", "-crash", "1s", "-dynamic", "1", "-http", "127.0.0.1:0")
+	cmd := exec.Command(bin, "-duration", "6s", "-crash", "1s", "-shm-crash", "1500ms", "-dynamic", "1", "-http", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), tag)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 5 * time.Second
@@ -257,7 +257,31 @@ func TestDemo(t *testing.T) {
 		t.Errorf("dynamic ticker-1 missing or wrong: %+v", w)
 	}
 
-	// /metrics: the restart and the crash are counted.
+	// The shared-memory producer crashed once: an all-for-one reset took
+	// the consumer down with it and both run on generation 2.
+	if err := poll(time.Now().Add(20*time.Second), exited, func() error {
+		body, err := get(base + "/workers")
+		if err != nil {
+			return err
+		}
+		var rs []workerRow
+		if err := json.Unmarshal(body, &rs); err != nil {
+			return err
+		}
+		for _, w := range rs {
+			if w.Name == "shm_consumer" {
+				if w.LastExit != nil && w.LastExit.Reason == runtime.ReasonGroupReset && w.State == runtime.Running.String() {
+					return nil
+				}
+				return fmt.Errorf("shm_consumer: %+v", w)
+			}
+		}
+		return fmt.Errorf("no shm_consumer in /workers")
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// /metrics: the restart, the crash and the reset are counted.
 	body, err := get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -269,6 +293,9 @@ func TestDemo(t *testing.T) {
 	}
 	if crashLine.Find(body) == nil {
 		t.Errorf("no bgworker_worker_crashes_total for the crasher in /metrics")
+	}
+	if m := regexp.MustCompile(`(?m)^bgworker_shmem_resets_total (\S+)$`).FindSubmatch(body); m == nil || string(m[1]) == "0" {
+		t.Errorf("bgworker_shmem_resets_total missing or zero: %q", m)
 	}
 
 	// The demo ends by itself after -duration, with a final table.

@@ -42,6 +42,7 @@ import (
 	"github.com/bgworker/bgworker/phases"
 	"github.com/bgworker/bgworker/runtime"
 	"github.com/bgworker/bgworker/sample/crasher"
+	"github.com/bgworker/bgworker/sample/shmq"
 	"github.com/bgworker/bgworker/sample/spi"
 )
 
@@ -55,6 +56,7 @@ type options struct {
 	http      string
 	duration  time.Duration
 	crash     time.Duration
+	shmCrash  time.Duration
 	dynamic   int
 	smartWait time.Duration
 }
@@ -66,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.http, "http", "127.0.0.1:9464", `address of the HTTP endpoint (loopback; port 0 picks one; "" = none)`)
 	fs.DurationVar(&o.duration, "duration", 0, "run this long, then shut down fast (0 = until a signal)")
 	fs.DurationVar(&o.crash, "crash", 2*time.Second, "the crasher panics this long after each start (0 = never)")
+	fs.DurationVar(&o.shmCrash, "shm-crash", 3*time.Second, "the shared-memory producer panics this long after its first start, causing one all-for-one reset (0 = never)")
 	fs.IntVar(&o.dynamic, "dynamic", 1, `dynamic "ticker" workers to start once recovery has finished`)
 	fs.DurationVar(&o.smartWait, "smart-wait", 5*time.Second, "how long a smart shutdown (SIGTERM) waits before it turns fast")
 	if err := fs.Parse(args); err != nil {
@@ -74,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.duration < 0, o.crash < 0, o.smartWait < 0:
+	case o.duration < 0, o.crash < 0, o.smartWait < 0, o.shmCrash < 0:
 		return o, errors.New("durations must not be negative")
 	case o.dynamic < 0 || o.dynamic > 64:
 		return o, errors.New("-dynamic must be in [0, 64]")
@@ -87,9 +90,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // workers from Config.Workers, so the host adjusts a copy here.
 // actors.Registered closes the registry, which is fine: every init() has
 // run by the time main does.
-func workers(crash time.Duration) []actors.Spec {
+func workers(crash, shmCrash time.Duration) []actors.Spec {
 	specs := actors.Registered()
 	for i := range specs {
+		if specs[i].Name == shmq.Producer && shmCrash > 0 {
+			specs[i].Arg = shmq.CrashArg(shmCrash)
+		}
 		if specs[i].Name == crasher.Name {
 			specs[i].Arg = nil
 			if crash > 0 {
@@ -111,7 +117,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	rt, err := runtime.New(runtime.Config{Workers: workers(o.crash), HTTPAddr: o.http, Logger: log})
+	rt, err := runtime.New(runtime.Config{Workers: workers(o.crash, o.shmCrash), HTTPAddr: o.http, Logger: log})
 	if err != nil {
 		log.Error("bgwdemo: new runtime", "err", err)
 		return 1
@@ -125,6 +131,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	b := newBoard(stdout, isTerminal(stdout))
+	b.footer = func() string {
+		p, c, ok := shmq.Counters(rt.Segment())
+		if !ok {
+			return "segment released"
+		}
+		return fmt.Sprintf("queue: %d produced, %d consumed", p, c)
+	}
 	unsubscribe := rt.Subscribe(b.event)
 	printerCtx, stopPrinter := context.WithCancel(context.Background())
 	printerDone := make(chan struct{})

@@ -36,6 +36,12 @@ type board struct {
 	phase phases.Phase
 	shut  phases.ShutdownMode
 	dirty chan struct{}
+
+	// footer, when set, returns a line printed under the table (the
+	// shared-memory counters); called outside the lock.
+	footer func() string
+	resets int    // all-for-one resets seen
+	gen    uint64 // current segment generation
 }
 
 func newBoard(out io.Writer, color bool) *board {
@@ -64,6 +70,13 @@ func (b *board) event(e runtime.Event) {
 	case runtime.ShutdownEvent:
 		b.shut = e.Mode
 		return
+	case runtime.SegmentEvent:
+		b.gen = e.Generation
+		if e.Reset {
+			b.resets++
+		}
+	case runtime.GroupResetEvent:
+		// the rows' events tell the story; the SegmentEvent counts it
 	case runtime.WorkerEvent:
 		r := b.get(e.Name)
 		r.typ, r.state, r.pid = e.Type, e.To, e.PID
@@ -199,6 +212,14 @@ func (b *board) print(title string, rows []row, now time.Time) {
 			sb.WriteString(s + pad)
 		}
 		sb.WriteByte('\n')
+	}
+	if b.footer != nil {
+		b.mu.Lock()
+		gen, resets := b.gen, b.resets
+		b.mu.Unlock()
+		if gen > 0 {
+			fmt.Fprintf(&sb, "shared memory: generation %d, %d all-for-one resets; %s\n", gen, resets, b.footer())
+		}
 	}
 	io.WriteString(b.out, sb.String())
 }
