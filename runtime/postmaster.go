@@ -171,6 +171,7 @@ type postmaster struct {
 	queue        []*slot // pending starts, FIFO
 	tickQueued   bool
 	spawning     int     // spawn requests not yet answered
+	starting     int     // slots in Starting: spawned or assigned, not yet ready
 	pool         []*proc // idle children, handshaken, waiting for a worker
 	poolStarting []*proc // idle children spawned, not yet idle
 	poolSpawns   int     // idle-child spawns in flight
@@ -283,6 +284,9 @@ func (pm *postmaster) handle(ctx actor.Context, m pmMsg) {
 func (pm *postmaster) serverLoop(ctx actor.Context) {
 	n := 0
 	for len(pm.queue) > 0 && n < pm.rt.cfg.StartsPerIteration {
+		if pm.starting >= pm.rt.cfg.MaxStarting && len(pm.pool) == 0 {
+			break // resumed when a start completes (see setStateEv)
+		}
 		s := pm.queue[0]
 		pm.queue = pm.queue[1:]
 		s.queued = false
@@ -405,12 +409,10 @@ func (pm *postmaster) startSlot(s *slot) {
 	s.nextStart = time.Time{}
 	if p := pm.takeIdle(); p != nil {
 		pm.setStateEv(s, Starting, WorkerEvent{Cold: false})
-		pm.armTimer(s, timerStartTimeout, s.spec.ReadyTimeout())
 		pm.adopt(s, p)
 		return
 	}
 	pm.setStateEv(s, Starting, WorkerEvent{Cold: true})
-	pm.armTimer(s, timerStartTimeout, s.spec.ReadyTimeout())
 	pm.nextProc++
 	pm.spawning++
 	inc := s.inc
@@ -452,6 +454,11 @@ func (pm *postmaster) spawned(m msgSpawned) {
 func (pm *postmaster) adopt(s *slot, p *proc) {
 	p.slot, p.inc = s, s.inc
 	s.proc = p
+	// The start timeout counts from the moment the process exists, not
+	// from the hand-off to the spawner, which may have a queue.
+	if s.state == Starting && s.cause == "" {
+		pm.armTimer(s, timerStartTimeout, s.spec.ReadyTimeout())
+	}
 	if s.state != Starting || pm.shutdown != 0 || s.cause != "" {
 		// Stopped, timed out or shut down while the spawn was in flight:
 		// the exit is reported against the slot like any other.
@@ -791,6 +798,15 @@ func (pm *postmaster) setState(s *slot, to WorkerState, ex *Exit) {
 func (pm *postmaster) setStateEv(s *slot, to WorkerState, ev WorkerEvent) {
 	from := s.state
 	s.state = to
+	if from == Starting {
+		pm.starting--
+		if len(pm.queue) > 0 && pm.ctx != nil {
+			pm.scheduleTick(pm.ctx) // a start slot is free again
+		}
+	}
+	if to == Starting {
+		pm.starting++
+	}
 	ev.Name, ev.Type, ev.Incarnation, ev.From, ev.To, ev.At = s.spec.Name, s.spec.TypeName(), s.inc, from, to, time.Now()
 	if s.proc != nil {
 		ev.PID = s.proc.pid
@@ -907,6 +923,11 @@ func classify(ws syscall.WaitStatus, goodbye int, cause string, shm bool) Exit {
 		ex.Code = ws.ExitStatus()
 	case ws.Signaled():
 		ex.Signal = sigName(ws.Signal())
+	}
+	if cause == ReasonKilled && !(ws.Signaled() && ws.Signal() == syscall.SIGKILL) {
+		// The grace period ran out as the worker exited by itself: its
+		// own status tells how it ended.
+		cause = ""
 	}
 	if cause != "" {
 		ex.Reason = cause

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +38,12 @@ type Config struct {
 	// StartsPerIteration is how many pending workers one server-loop
 	// iteration starts before the postmaster yields to its mailbox. Zero = 1.
 	StartsPerIteration int
+	// MaxStarting caps the workers being started at once (spawned or
+	// assigned, not yet ready). Starting a Go child is CPU-bound (exec,
+	// page faults, the actor system), so running many at once on few cores
+	// only makes each slower and starves the postmaster. Zero = 2 × the
+	// number of CPUs. Warm starts from the pool are not held back by it.
+	MaxStarting int
 	// HeartbeatInterval is how often a child proves it is alive. Zero = 1 s.
 	HeartbeatInterval time.Duration
 	// HeartbeatTimeout is how long the bridge may stay silent before the
@@ -87,6 +94,9 @@ func (c *Config) defaults() error {
 	if c.StartsPerIteration == 0 {
 		c.StartsPerIteration = 1
 	}
+	if c.MaxStarting == 0 {
+		c.MaxStarting = 2 * goruntime.NumCPU()
+	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = time.Second
 	}
@@ -115,6 +125,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("%w: GroupStopTimeout %v is negative", ErrInvalidConfig, c.GroupStopTimeout)
 	case c.MaxWorkers < 0:
 		return fmt.Errorf("%w: MaxWorkers %d is negative", ErrInvalidConfig, c.MaxWorkers)
+	case c.MaxStarting < 0:
+		return fmt.Errorf("%w: MaxStarting %d is negative", ErrInvalidConfig, c.MaxStarting)
 	case c.StartsPerIteration < 0:
 		return fmt.Errorf("%w: StartsPerIteration %d is negative", ErrInvalidConfig, c.StartsPerIteration)
 	case c.HeartbeatInterval < time.Millisecond:
