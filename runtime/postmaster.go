@@ -306,6 +306,7 @@ func (pm *postmaster) serverLoop(ctx actor.Context) {
 	if len(pm.queue) > 0 || pm.poolDeficit() > 0 {
 		pm.scheduleTick(ctx)
 	}
+	pm.rt.metrics.pending.Set(float64(len(pm.queue)))
 }
 
 func (pm *postmaster) scheduleTick(ctx actor.Context) {

@@ -89,9 +89,9 @@ const (
 
 // Exit records how one run of a worker ended.
 type Exit struct {
-	Reason string        `json:"reason"`           // one of the Reason constants or "signal:NAME"
-	Code   int           `json:"code"`             // exit code; -1 when killed by a signal
-	Signal string        `json:"signal,omitempty"` // signal name (KILL, SEGV) when killed by one
+	Reason string        `json:"reason"` // one of the Reason constants or "signal:NAME"
+	Code   int           `json:"code"`   // exit code; -1 when killed by a signal
+	Signal string        `json:"signal"` // signal name (KILL, SEGV) when killed by one; "" otherwise
 	At     time.Time     `json:"at"`
 	Uptime time.Duration `json:"uptime_ns"`        // from spawn to exit
 	Crash  bool          `json:"crash"`            // counted as a crash
