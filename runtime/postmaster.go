@@ -299,11 +299,13 @@ func (pm *postmaster) serverLoop(ctx actor.Context) {
 		pm.startSlot(s)
 		n++
 	}
-	for n < pm.rt.cfg.StartsPerIteration && pm.poolDeficit() > 0 {
+	// The pool refills only while no worker is starting: refills are
+	// insurance for later starts and must not compete with the ones now.
+	for n < pm.rt.cfg.StartsPerIteration && pm.poolDeficit() > 0 && pm.starting == 0 {
 		pm.spawnIdle()
 		n++
 	}
-	if len(pm.queue) > 0 || pm.poolDeficit() > 0 {
+	if len(pm.queue) > 0 || pm.poolDeficit() > 0 && pm.starting == 0 {
 		pm.scheduleTick(ctx)
 	}
 	pm.rt.metrics.pending.Set(float64(len(pm.queue)))
@@ -801,7 +803,7 @@ func (pm *postmaster) setStateEv(s *slot, to WorkerState, ev WorkerEvent) {
 	s.state = to
 	if from == Starting {
 		pm.starting--
-		if len(pm.queue) > 0 && pm.ctx != nil {
+		if (len(pm.queue) > 0 || pm.poolDeficit() > 0) && pm.ctx != nil {
 			pm.scheduleTick(pm.ctx) // a start slot is free again
 		}
 	}
