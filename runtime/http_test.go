@@ -417,13 +417,15 @@ func TestHTTPScrapeDuringRestarts(t *testing.T) {
 	restarts := func() int { return h.info("flap1").Restarts + h.info("flap2").Restarts }
 	r0 := restarts()
 	deadline := time.Now().Add(15 * time.Second * timeoutMult())
+	poll := time.NewTicker(20 * time.Millisecond)
 	for restarts()-r0 < 10 || scrapes.Load() < 20 {
 		if time.Now().After(deadline) {
 			t.Errorf("too little overlap: %d restarts, %d scrapes", restarts()-r0, scrapes.Load())
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-poll.C
 	}
+	poll.Stop()
 	close(stop)
 	wg.Wait()
 	close(errs)

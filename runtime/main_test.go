@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,7 +127,7 @@ func rawWrite(w actors.Worker, b []byte) {
 func afterReady(w actors.Worker) {
 	c := w.(*worker).c.conn
 	for c.Stats.FramesOut.Load() < 3 { // hello, idle, ready
-		time.Sleep(100 * time.Microsecond)
+		goruntime.Gosched()
 	}
 	c.Flush()
 }
@@ -153,12 +154,12 @@ func runFault(ctx context.Context, w actors.Worker, action string) error {
 		select {}
 	case "ignore_term":
 		signal.Ignore(syscall.SIGTERM)
-		for {
+		busy := time.NewTicker(time.Millisecond)
+		for range busy.C { // busy, ignoring the stop request
 			select {
 			case <-w.Terminating():
 			default:
 			}
-			time.Sleep(time.Millisecond) // busy, ignoring the stop request
 		}
 	case "garbage_frame":
 		rawWrite(w, []byte{0x10, 0, 0, 0, 0xEE, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
@@ -232,6 +233,8 @@ func fdCount(t *testing.T) int {
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	h := &harness{t: t, events: make(chan Event, 4096)}
+	goruntime.GC() // run finalizers of earlier tests' files before the baseline
+	goruntime.GC()
 	h.fds = fdCount(t)
 	if cfg.Workers == nil {
 		cfg.Workers = []actors.Spec{}
@@ -273,7 +276,17 @@ func (h *harness) finish() {
 	}
 	h.unsub()
 	goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	if n := fdCount(t); n != h.fds {
+	// An unreferenced *os.File of an earlier test (an os.Process's pidfd,
+	// say) is closed by its finalizer whenever the GC gets to it; give the
+	// finalizers a chance before comparing.
+	n := fdCount(t)
+	tick := time.NewTicker(10 * time.Millisecond)
+	for end := time.Now().Add(2 * time.Second); n != h.fds && time.Now().Before(end); n = fdCount(t) {
+		goruntime.GC()
+		<-tick.C
+	}
+	tick.Stop()
+	if n != h.fds {
 		t.Errorf("fd count after shutdown = %d, want baseline %d", n, h.fds)
 	}
 	checkNoZombieNoOrphan(t)

@@ -161,6 +161,7 @@ func TestRow15LockFileInterlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer escapedProc.Release()
 	defer escapedProc.Kill()
 	// The first postmaster dies; its worker dies with it; the escaped
 	// process lives on and holds the lock.
@@ -179,6 +180,7 @@ func TestRow15LockFileInterlock(t *testing.T) {
 	rt.Shutdown(ctx(t), phases.Fast)
 
 	escapedProc.Kill()
+	escapedProc.Release() // its pidfd is not part of the next runtime's fd baseline
 	deadline := time.Now().Add(5 * time.Second * timeoutMult())
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
