@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -64,7 +65,10 @@ const (
 	MaxSegmentSize = 1 << 40
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// castagnoli builds the CRC table on first use rather than at package init:
+// every child process of the host binary runs this package's init, and only
+// shared-memory workers need the table.
+var castagnoli = sync.OnceValue(func() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) })
 
 // errCorruptHeader is wrapped by every header validation error.
 var errCorruptHeader = errors.New("shmactor: corrupt segment header")
@@ -146,9 +150,9 @@ func writeHeader(mem []byte, gen uint64, hlen, total int, infos []RegionInfo) {
 // headerChecksum returns the CRC-32C of hdr with its checksum field as zero.
 func headerChecksum(hdr []byte) uint32 {
 	var zero [4]byte
-	c := crc32.Update(0, castagnoli, hdr[:offChecksum])
-	c = crc32.Update(c, castagnoli, zero[:])
-	return crc32.Update(c, castagnoli, hdr[offChecksum+4:])
+	c := crc32.Update(0, castagnoli(), hdr[:offChecksum])
+	c = crc32.Update(c, castagnoli(), zero[:])
+	return crc32.Update(c, castagnoli(), hdr[offChecksum+4:])
 }
 
 func corrupt(format string, args ...any) error {
