@@ -4,7 +4,9 @@
 // must be registered (RegisterJSON, or a type implementing
 // encoding.BinaryMarshaler and BinaryUnmarshaler). []byte and string are
 // built in and take a copy-free fast path. Anything else is an error at the
-// sender, never a silent drop.
+// sender, never a silent drop. A receiver that has the type name as bytes
+// (in a frame) decodes with DecodeBytes, or with a Decoder, which also
+// saves allocations for many small []byte messages.
 package codec
 
 import (
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -136,13 +139,119 @@ func Encode(dst []byte, msg any) (string, []byte, error) {
 func Decode(name string, payload []byte) (any, error) {
 	switch name {
 	case TypeBytes:
-		return append([]byte(nil), payload...), nil
+		return bytesCopy(payload), nil
 	case TypeString:
 		return string(payload), nil
 	}
 	reg.RLock()
 	e := reg.byName[name]
 	reg.RUnlock()
+	return decodeNamed(e, name, payload)
+}
+
+// DecodeBytes is Decode with the type name as bytes, as it lies in a
+// frame: looking it up allocates nothing, so a built-in or registered type
+// costs no conversion of its name.
+func DecodeBytes(name, payload []byte) (any, error) {
+	switch string(name) {
+	case TypeBytes:
+		return boxedBytesCopy(payload), nil
+	case TypeString:
+		return string(payload), nil
+	}
+	reg.RLock()
+	e := reg.byName[string(name)]
+	reg.RUnlock()
+	return decodeNamed(e, string(name), payload)
+}
+
+// bytesCopy copies a []byte payload (nil when empty).
+func bytesCopy(payload []byte) []byte {
+	if len(payload) == 0 {
+		return nil
+	}
+	b := make([]byte, len(payload))
+	copy(b, payload)
+	return b
+}
+
+// boxedBytesCopy returns a copy of payload as an interface value holding a
+// []byte, like any(bytesCopy(payload)), in one allocation instead of two.
+func boxedBytesCopy(payload []byte) any {
+	if len(payload) == 0 {
+		return []byte(nil) // no allocation: a nil slice boxes to a shared zero value
+	}
+	return boxBytes(make([]byte, boxSize(len(payload))), payload)
+}
+
+// sliceHeader is the size of a slice header.
+const sliceHeader = int(unsafe.Sizeof([]byte(nil)))
+
+// boxSize is the room boxBytes needs for an n-byte payload: the slice
+// header, then the bytes, rounded up to keep the next header aligned.
+func boxSize(n int) int { return (sliceHeader + n + 7) &^ 7 }
+
+// boxBytes copies payload into mem (boxSize(len(payload)) bytes of a
+// pointer-free block, 8-byte aligned) and returns an interface value
+// holding a []byte of the copy. The interface points to a slice header at
+// the start of mem, which describes the bytes after it, capped at their
+// length so that an append by the receiver copies rather than writing past
+// them. The header's pointer into its own block needs no scanning by the
+// garbage collector: whoever holds the interface or the slice holds a
+// pointer into that block, which keeps all of it alive.
+func boxBytes(mem, payload []byte) any {
+	n := len(payload)
+	data := mem[sliceHeader : sliceHeader+n : sliceHeader+n]
+	copy(data, payload)
+	*(*[]byte)(unsafe.Pointer(&mem[0])) = data
+	var v any = []byte(nil)
+	(*eface)(unsafe.Pointer(&v)).data = unsafe.Pointer(&mem[0])
+	return v
+}
+
+// A Decoder is DecodeBytes for one goroutine that decodes many messages,
+// such as a bridge's reader: it carves small []byte messages out of shared
+// blocks, one allocation for many messages. The price is that a small
+// message kept alive keeps its block (4 KiB at most) alive too. The zero
+// value is ready to use; a Decoder must not be used concurrently.
+type Decoder struct {
+	block []byte // unused rest of the current block, 8-byte aligned
+}
+
+const (
+	// decoderBlock is the size of a Decoder's shared blocks.
+	decoderBlock = 4 << 10
+	// decoderSmall is the largest box carved out of a shared block; a
+	// larger payload gets an allocation of its own.
+	decoderSmall = 256
+)
+
+// Decode is DecodeBytes.
+func (d *Decoder) Decode(name, payload []byte) (any, error) {
+	if string(name) != TypeBytes || len(payload) == 0 {
+		return DecodeBytes(name, payload)
+	}
+	size := boxSize(len(payload))
+	if size > decoderSmall {
+		return boxBytes(make([]byte, size), payload), nil
+	}
+	if len(d.block) < size {
+		d.block = make([]byte, decoderBlock)
+	}
+	mem := d.block[:size:size]
+	d.block = d.block[size:]
+	return boxBytes(mem, payload), nil
+}
+
+// eface is the layout of an empty interface value: type word, data word.
+type eface struct {
+	typ  unsafe.Pointer
+	data unsafe.Pointer
+}
+
+// decodeNamed decodes a payload of a registered type (e) or, when e is
+// nil, a protocol buffer found by name.
+func decodeNamed(e *entry, name string, payload []byte) (any, error) {
 	if e != nil {
 		base := e.typ
 		for base.Kind() == reflect.Pointer {

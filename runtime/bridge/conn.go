@@ -29,9 +29,12 @@ type Stats struct {
 // Conn is one end of the bridge: a unix socket carrying frames. Writes are
 // appended to a queue that one writer goroutine flushes in as few syscalls
 // as possible (batching is what makes the bridge fast: one write per frame
-// costs 30× the throughput); reads are done by the goroutine that calls
-// ReadLoop. The write queue is bounded: a writer blocks while it is over
-// MaxPending bytes (backpressure), up to the write timeout.
+// costs 30× the throughput); the writer is woken only when it waits for
+// work, not per frame. An urgent frame (SendUrgent: a request or response
+// someone waits on) is written by its sender when the queue is empty and
+// nobody is writing, saving the hand-off. Reads are done by the goroutine
+// that calls ReadLoop. The write queue is bounded: a writer blocks while
+// it is over MaxPending bytes (backpressure), up to the write timeout.
 type Conn struct {
 	uc       *net.UnixConn
 	maxFrame int
@@ -40,13 +43,17 @@ type Conn struct {
 	// ReadTimeout, when set before ReadLoop, fails the read loop when no
 	// byte arrives for that long (the peer's heartbeat stopped).
 	ReadTimeout time.Duration
-	// WriteTimeout bounds each socket write and each wait for queue space.
+	// WriteTimeout bounds each wait for queue space, and each socket
+	// write of up to 1 MiB: a large batch fails only when the peer stops
+	// reading, not because it takes long to drain.
 	WriteTimeout time.Duration
 	// MaxPending bounds the bytes queued for writing.
 	MaxPending int
 
 	mu       sync.Mutex
-	cond     sync.Cond // signals the writer (work or close) and blocked senders (space)
+	work     sync.Cond // signals the writer: work or close
+	space    sync.Cond // signals waiting senders and flushers: the queue shrank, a write ended, or close
+	waiters  int       // goroutines waiting on space
 	wbuf     []byte
 	spare    []byte
 	oob      []byte // rights to send with the next flush (at most one set at a time)
@@ -68,7 +75,8 @@ func NewConn(uc *net.UnixConn, maxFrame int) *Conn {
 		maxFrame = DefaultMaxFrame
 	}
 	c := &Conn{uc: uc, maxFrame: maxFrame, MaxPending: 8 << 20, WriteTimeout: 10 * time.Second, stopped: make(chan struct{})}
-	c.cond.L = &c.mu
+	c.work.L = &c.mu
+	c.space.L = &c.mu
 	go c.writer()
 	return c
 }
@@ -99,13 +107,28 @@ func (c *Conn) MaxFrame() int { return c.maxFrame }
 // must append whole frames to its argument and return it. It blocks while
 // the queue is full, up to WriteTimeout.
 func (c *Conn) Send(build func([]byte) []byte) error {
+	if err := c.lockQueue(); err != nil {
+		return err
+	}
+	n := len(c.wbuf)
+	c.wbuf = build(c.wbuf)
+	c.unlockQueue(n, 1)
+	return nil
+}
+
+// lockQueue takes the queue lock for appending frames to c.wbuf, after
+// waiting for room (up to WriteTimeout). On error the lock is not held.
+// The caller appends and calls unlockQueue.
+func (c *Conn) lockQueue() error {
 	c.mu.Lock()
 	if len(c.wbuf) >= c.MaxPending && !c.closed && c.werr == nil {
 		deadline := time.Now().Add(c.WriteTimeout)
-		t := time.AfterFunc(c.WriteTimeout, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
+		t := time.AfterFunc(c.WriteTimeout, func() { c.mu.Lock(); c.space.Broadcast(); c.mu.Unlock() })
+		c.waiters++
 		for len(c.wbuf) >= c.MaxPending && !c.closed && c.werr == nil && time.Now().Before(deadline) {
-			c.cond.Wait()
+			c.space.Wait()
 		}
+		c.waiters--
 		t.Stop()
 		if len(c.wbuf) >= c.MaxPending && !c.closed && c.werr == nil {
 			c.mu.Unlock()
@@ -121,15 +144,21 @@ func (c *Conn) Send(build func([]byte) []byte) error {
 		c.mu.Unlock()
 		return err
 	}
-	n := len(c.wbuf)
-	c.wbuf = build(c.wbuf)
-	c.Stats.FramesOut.Add(1)
-	c.Stats.BytesOut.Add(uint64(len(c.wbuf) - n))
-	if c.idle {
-		c.cond.Broadcast()
+	return nil
+}
+
+// unlockQueue counts the frames appended since the queue was n bytes long,
+// wakes the writer if it is waiting and releases the lock.
+func (c *Conn) unlockQueue(n int, frames uint64) {
+	if len(c.wbuf) > n {
+		c.Stats.FramesOut.Add(frames)
+		c.Stats.BytesOut.Add(uint64(len(c.wbuf) - n))
+		if c.idle && !c.writing {
+			c.idle = false
+			c.work.Signal()
+		}
 	}
 	c.mu.Unlock()
-	return nil
 }
 
 // SendUrgent is Send for a frame someone is waiting on (a request or a
@@ -137,24 +166,63 @@ func (c *Conn) Send(build func([]byte) []byte) error {
 // writes it to the socket itself, saving the hand-off to the writer
 // goroutine; otherwise it is queued behind the frames before it.
 func (c *Conn) SendUrgent(build func([]byte) []byte) error {
-	c.mu.Lock()
-	if c.writing || len(c.wbuf) != 0 || c.oob != nil || c.closed || c.werr != nil {
-		c.mu.Unlock()
-		return c.Send(build)
+	buf, err := c.lockInline()
+	if err != nil {
+		return err
+	}
+	if buf == nil {
+		n := len(c.wbuf)
+		c.wbuf = build(c.wbuf)
+		c.unlockQueue(n, 1)
+		return nil
+	}
+	return c.writeInline(build(buf))
+}
+
+// lockInline prepares an urgent send. When the caller may write inline it
+// returns a buffer to append the frame to, the lock released; it then
+// calls writeInline. Otherwise it returns nil with the queue locked as by
+// lockQueue, to append to c.wbuf and call unlockQueue.
+func (c *Conn) lockInline() ([]byte, error) {
+	if err := c.lockQueue(); err != nil {
+		return nil, err
+	}
+	if c.writing || len(c.wbuf) != 0 || c.oob != nil {
+		return nil, nil
 	}
 	c.writing = true
-	buf := build(c.inline[:0])
-	c.Stats.FramesOut.Add(1)
-	c.Stats.BytesOut.Add(uint64(len(buf)))
+	buf := c.inline[:0]
+	c.inline = nil
 	c.mu.Unlock()
-	err := c.write(buf, nil)
+	if buf == nil {
+		buf = make([]byte, 0, 512)
+	}
+	return buf, nil
+}
+
+// writeInline writes an urgent frame prepared after lockInline.
+func (c *Conn) writeInline(buf []byte) error {
+	var err error
+	if len(buf) > 0 {
+		c.Stats.FramesOut.Add(1)
+		c.Stats.BytesOut.Add(uint64(len(buf)))
+		err = c.write(buf, nil)
+	}
 	c.mu.Lock()
-	c.inline = buf[:0]
+	if cap(buf) <= 64<<10 {
+		c.inline = buf[:0]
+	}
 	c.writing = false
 	if err != nil && c.werr == nil {
 		c.werr = fmt.Errorf("bridge: write: %w", err)
 	}
-	c.cond.Broadcast() // the writer may have frames queued meanwhile
+	if (len(c.wbuf) != 0 || c.oob != nil || c.werr != nil) && c.idle {
+		c.idle = false
+		c.work.Signal() // frames were queued meanwhile
+	}
+	if c.waiters > 0 {
+		c.space.Broadcast()
+	}
 	c.mu.Unlock()
 	return err
 }
@@ -164,9 +232,11 @@ func (c *Conn) SendUrgent(build func([]byte) []byte) error {
 // and Flush has completed.
 func (c *Conn) SendWithFile(build func([]byte) []byte, f *os.File) error {
 	c.mu.Lock()
+	c.waiters++
 	for c.oob != nil && !c.closed && c.werr == nil {
-		c.cond.Wait()
+		c.space.Wait()
 	}
+	c.waiters--
 	c.oob = unix.UnixRights(int(f.Fd()))
 	c.mu.Unlock()
 	return c.Send(build)
@@ -177,9 +247,11 @@ func (c *Conn) SendWithFile(build func([]byte) []byte, f *os.File) error {
 func (c *Conn) Flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.waiters++
 	for (len(c.wbuf) > 0 || c.oob != nil || c.writing) && !c.closed && c.werr == nil {
-		c.cond.Wait()
+		c.space.Wait()
 	}
+	c.waiters--
 	if c.werr != nil {
 		return c.werr
 	}
@@ -195,39 +267,50 @@ func (c *Conn) writer() {
 	for {
 		for (len(c.wbuf) == 0 || c.writing) && !c.closed && c.werr == nil {
 			c.idle = true
-			c.cond.Broadcast()
-			c.cond.Wait()
+			c.work.Wait()
 		}
 		c.idle = false
-		c.writing = true
 		if c.closed || c.werr != nil {
 			c.idle = true
-			c.cond.Broadcast()
+			c.space.Broadcast()
 			c.mu.Unlock()
 			return
 		}
+		c.writing = true
 		buf, oob := c.wbuf, c.oob
 		c.wbuf, c.oob = c.spare[:0], nil
-		c.spare = nil // the queue owns it now; buf becomes the spare after the write
+		c.spare = nil
+		if c.waiters > 0 {
+			c.space.Broadcast() // the queue is empty: room for blocked senders
+		}
 		c.mu.Unlock()
 		err := c.write(buf, oob)
 		c.mu.Lock()
 		c.writing = false
+		// Keep the written buffer as the next spare unless it is
+		// oversized; never keep the array that is now the queue.
 		if cap(buf) <= 2*c.MaxPending {
 			c.spare = buf[:0]
 		}
 		if err != nil && c.werr == nil {
 			c.werr = fmt.Errorf("bridge: write: %w", err)
 		}
-		c.cond.Broadcast()
+		if c.waiters > 0 {
+			c.space.Broadcast()
+		}
 	}
 }
 
+// writeChunk bounds one socket write, so that WriteTimeout measures a lack
+// of progress (the peer stopped reading), not the time a large batch takes
+// to drain through a busy reader.
+const writeChunk = 1 << 20
+
 func (c *Conn) write(buf, oob []byte) error {
-	if c.WriteTimeout > 0 {
-		c.uc.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
-	}
 	if oob != nil {
+		if c.WriteTimeout > 0 {
+			c.uc.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
+		}
 		// The rights ride on the first byte of the batch.
 		n, _, err := c.uc.WriteMsgUnix(buf, oob, nil)
 		if err != nil {
@@ -236,7 +319,10 @@ func (c *Conn) write(buf, oob []byte) error {
 		buf = buf[n:]
 	}
 	for len(buf) > 0 {
-		n, err := c.uc.Write(buf)
+		if c.WriteTimeout > 0 {
+			c.uc.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
+		}
+		n, err := c.uc.Write(buf[:min(len(buf), writeChunk)])
 		if err != nil {
 			return err
 		}
@@ -252,7 +338,8 @@ func (c *Conn) Close() error {
 	c.closeOne.Do(func() {
 		c.mu.Lock()
 		c.closed = true
-		c.cond.Broadcast()
+		c.work.Broadcast()
+		c.space.Broadcast()
 		c.mu.Unlock()
 		err = c.uc.Close()
 		<-c.stopped
@@ -301,21 +388,24 @@ func (c *Conn) ReadLoop(h Handler, acceptFDs bool) error {
 	r, w := 0, 0 // unread bytes are buf[r:w]
 	for {
 		// Hand out every whole frame in the buffer.
+		frames, r0 := uint64(0), r
 		for {
 			k, body, n, err := SplitFrame(buf[r:w], c.maxFrame)
 			if err != nil {
+				c.countIn(frames, r-r0)
 				return err
 			}
 			if n == 0 {
 				break
 			}
-			c.Stats.FramesIn.Add(1)
-			c.Stats.BytesIn.Add(uint64(n))
+			frames++
 			if err := h(k, body); err != nil {
+				c.countIn(frames, r+n-r0)
 				return err
 			}
 			r += n
 		}
+		c.countIn(frames, r-r0)
 		// Make room: compact, and grow to the frame's announced size
 		// (already checked against the cap by SplitFrame).
 		if r == w {
@@ -360,6 +450,15 @@ func (c *Conn) ReadLoop(h Handler, acceptFDs bool) error {
 			}
 			return nil
 		}
+	}
+}
+
+// countIn adds frames handed out by ReadLoop to the statistics, once per
+// batch rather than per frame.
+func (c *Conn) countIn(frames uint64, bytes int) {
+	if frames > 0 {
+		c.Stats.FramesIn.Add(frames)
+		c.Stats.BytesIn.Add(uint64(bytes))
 	}
 }
 

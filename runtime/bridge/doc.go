@@ -27,8 +27,34 @@
 //
 // [Conn] queues frames and one writer goroutine flushes the queue in as
 // few syscalls as it can (batching is most of a bridge's throughput); the
-// queue is bounded and a sender waits for room (backpressure). [Endpoint]
-// is an actor.Process: sending to a PID that resolves to it crosses the
-// bridge; requests keep their sender by id, and all pending senders get a
-// dead letter when the connection ends.
+// queue is bounded and a sender waits for room (backpressure). A request
+// or response is written by its sender when nothing is queued (no
+// hand-off to the writer). [Endpoint] is an actor.Process: sending to a
+// PID that resolves to it crosses the bridge; requests keep their sender
+// by id, and all pending senders get a dead letter when the connection
+// ends.
+//
+// # Messages
+//
+// Tell, Request and Response frames carry the target name (not in a
+// response), the codec's type name and the payload:
+//
+//	tell      u16 len, target, u16 len, type, payload
+//	request   u64 id, u16 len, target, u16 len, type, payload
+//	response  u64 id, u8 status, u16 len, type, payload (error text if status != OK)
+//
+// The type name is carried as text, not as an interned id: looking it up
+// costs no allocation ([codec.DecodeBytes] indexes its tables with the
+// frame's bytes), a []byte or string message is framed without a detour
+// through the codec, and a frame is self-describing in a capture. An
+// unknown type name is not a protocol violation: a request gets an error
+// response, a tell is counted (Endpoint.Undeliverable) and dropped.
+//
+// The hot paths allocate little: an outbound message is encoded straight
+// into the write queue (no closure, no temporary buffer; a []byte tell
+// allocates nothing), and an inbound []byte message is one copy carved out
+// of a shared block together with its slice header ([codec.Decoder]).
+//
+// [codec.DecodeBytes]: github.com/bgworker/bgworker/internal/codec.DecodeBytes
+// [codec.Decoder]: github.com/bgworker/bgworker/internal/codec.Decoder
 package bridge

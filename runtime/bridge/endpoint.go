@@ -49,6 +49,11 @@ type Endpoint struct {
 	pending map[uint32]*actor.PID
 	closed  bool
 
+	// Owned by the goroutine that calls Handle: the last inbound target
+	// name, and the decoder of inbound messages.
+	lastTarget string
+	dec        codec.Decoder
+
 	// Counters for metrics.
 	Undeliverable atomic.Uint64 // inbound messages with no target or that failed to decode
 	EncodeErrors  atomic.Uint64 // outbound messages that could not be encoded
@@ -93,7 +98,7 @@ func (e *Endpoint) Stop(*actor.PID) {}
 
 // Tell sends msg one way to target on the far side.
 func (e *Endpoint) Tell(target string, msg any) error {
-	return e.sendEncoded(e.conn.Send, msg, func(b []byte) ([]byte, int) { return AppendTellHeader(b, target, "") })
+	return e.send(false, KindTell, 0, target, msg)
 }
 
 // codecError marks an error of the codec, as opposed to the connection.
@@ -102,27 +107,75 @@ type codecError struct{ err error }
 func (c *codecError) Error() string { return c.err.Error() }
 func (c *codecError) Unwrap() error { return c.err }
 
-// sendEncoded queues one message frame: header appends the frame's header
-// with an empty type name, the codec appends the payload, and the type name
-// is patched in. An encoding error drops the frame and is returned as a
-// *codecError.
-func (e *Endpoint) sendEncoded(send func(func([]byte) []byte) error, msg any, header func([]byte) ([]byte, int)) error {
-	var encErr error
-	err := send(func(b []byte) []byte {
-		out, s := header(b)
-		typPos := len(out) - 2
-		typ, out2, err := codec.Encode(out, msg)
+// send encodes one Tell, Request or Response (status OK) frame straight
+// into the connection's write queue, or, when urgent and the connection is
+// quiet, into the buffer that the caller then writes to the socket itself.
+// No closure and no temporary buffer: a 64-byte tell costs no allocation.
+// An encoding error drops the frame and is returned as a *codecError.
+func (e *Endpoint) send(urgent bool, k Kind, id uint64, target string, msg any) error {
+	c := e.conn
+	if urgent {
+		buf, err := c.lockInline()
 		if err != nil {
-			encErr = err
-			return b
+			return err
 		}
-		return FinishFrame(patchType(out2, typPos, typ), s)
-	})
-	if encErr != nil {
-		e.EncodeErrors.Add(1)
-		return &codecError{encErr}
+		if buf != nil {
+			out, err := appendMessage(buf, k, id, target, msg)
+			if err != nil {
+				c.writeInline(out[:0]) // gives the socket back, writes nothing
+				e.EncodeErrors.Add(1)
+				return &codecError{err}
+			}
+			return c.writeInline(out)
+		}
+	} else if err := c.lockQueue(); err != nil {
+		return err
 	}
-	return err
+	n := len(c.wbuf)
+	out, err := appendMessage(c.wbuf, k, id, target, msg)
+	if err != nil {
+		c.wbuf = out[:n]
+		c.unlockQueue(n, 0)
+		e.EncodeErrors.Add(1)
+		return &codecError{err}
+	}
+	c.wbuf = out
+	c.unlockQueue(n, 1)
+	return nil
+}
+
+// appendMessage appends a whole message frame: the header, then the
+// payload as the codec writes it. On error it returns b as it was (its
+// array may have grown).
+func appendMessage(b []byte, k Kind, id uint64, target string, msg any) ([]byte, error) {
+	var s int
+	// The built-in types name themselves: no need to patch the name in.
+	switch m := msg.(type) {
+	case []byte:
+		b, s = appendMessageHeader(b, k, id, target, codec.TypeBytes)
+		return FinishFrame(append(b, m...), s), nil
+	case string:
+		b, s = appendMessageHeader(b, k, id, target, codec.TypeString)
+		return FinishFrame(append(b, m...), s), nil
+	}
+	b, s = appendMessageHeader(b, k, id, target, "")
+	typPos := len(b) - 2
+	typ, out, err := codec.Encode(b, msg)
+	if err != nil {
+		return out[:s], err
+	}
+	return FinishFrame(patchType(out, typPos, typ), s), nil
+}
+
+func appendMessageHeader(b []byte, k Kind, id uint64, target, typ string) ([]byte, int) {
+	switch k {
+	case KindTell:
+		return AppendTellHeader(b, target, typ)
+	case KindRequest:
+		return AppendRequestHeader(b, id, target, typ)
+	default:
+		return AppendResponseHeader(b, id, StatusOK, typ)
+	}
 }
 
 // patchType inserts the type name, written as an empty string at typPos,
@@ -151,7 +204,7 @@ func (e *Endpoint) request(target string, msg any, sender *actor.PID) error {
 	}
 	e.pending[id] = sender
 	e.mu.Unlock()
-	err := e.sendEncoded(e.conn.SendUrgent, msg, func(b []byte) ([]byte, int) { return AppendRequestHeader(b, uint64(id), target, "") })
+	err := e.send(true, KindRequest, uint64(id), target, msg)
 	if err != nil {
 		e.mu.Lock()
 		delete(e.pending, id)
@@ -169,7 +222,7 @@ func (e *Endpoint) respond(id uint32, _ *actor.PID, msg any) {
 		e.sendStatus(id, StatusUnavailable, "dead letter")
 		return
 	}
-	err := e.sendEncoded(e.conn.SendUrgent, msg, func(b []byte) ([]byte, int) { return AppendResponseHeader(b, uint64(id), StatusOK, "") })
+	err := e.send(true, KindResponse, uint64(id), "", msg)
 	var ce *codecError
 	if errors.As(err, &ce) {
 		e.sendStatus(id, StatusError, ce.err.Error())
@@ -188,12 +241,17 @@ func (e *Endpoint) sendStatus(id uint32, status uint8, text string) {
 }
 
 // Handle delivers an inbound Tell, Request or Response frame. It returns a
-// protocol error for a malformed frame; an unknown target or a payload that
-// does not decode is answered (requests) or counted (tells), not fatal.
+// protocol error for a malformed frame; an unknown target, an unknown type
+// name or a payload that does not decode is answered (requests) or counted
+// (tells), not fatal. It is the handler of the connection's ReadLoop: it
+// must not be called by two goroutines at once.
 func (e *Endpoint) Handle(k Kind, body []byte) error {
-	m, err := ParseMessage(k, body)
-	if err != nil {
-		return err
+	var m Message
+	if !m.parseFast(k, body) {
+		var err error
+		if m, err = parseMessage(k, body); err != nil {
+			return err
+		}
 	}
 	switch k {
 	case KindResponse:
@@ -206,7 +264,7 @@ func (e *Endpoint) Handle(k Kind, body []byte) error {
 		}
 		switch m.Status {
 		case StatusOK:
-			msg, err := codec.Decode(string(m.Type), m.Payload)
+			msg, err := e.dec.Decode(m.Type, m.Payload)
 			if err != nil {
 				e.Undeliverable.Add(1)
 				e.system.Root.Send(sender, &RemoteError{Reason: err.Error()})
@@ -220,7 +278,7 @@ func (e *Endpoint) Handle(k Kind, body []byte) error {
 		}
 		return nil
 	}
-	target := string(m.Target)
+	target := e.targetName(m.Target)
 	dst, rerr := e.resolve(target)
 	if rerr != nil {
 		e.Undeliverable.Add(1)
@@ -231,7 +289,7 @@ func (e *Endpoint) Handle(k Kind, body []byte) error {
 		}
 		return nil
 	}
-	msg, err := codec.Decode(string(m.Type), m.Payload)
+	msg, err := e.dec.Decode(m.Type, m.Payload)
 	if err != nil {
 		e.Undeliverable.Add(1)
 		if k == KindRequest {
@@ -248,6 +306,18 @@ func (e *Endpoint) Handle(k Kind, body []byte) error {
 	reply := &actor.PID{Address: e.replyTo, Id: ReplyID, RequestId: uint32(m.ID)}
 	e.system.Root.RequestWithCustomSender(dst, msg, reply)
 	return nil
+}
+
+// targetName returns target as a string, without an allocation when it is
+// the same as the last one (Handle is called by one reader goroutine).
+func (e *Endpoint) targetName(target []byte) string {
+	if len(target) == 0 {
+		return ""
+	}
+	if string(target) != e.lastTarget {
+		e.lastTarget = string(target)
+	}
+	return e.lastTarget
 }
 
 // Close fails every pending request with a dead letter; later requests fail

@@ -320,6 +320,62 @@ func FinishFrame(b []byte, start int) []byte { return end(b, start) }
 
 // ParseMessage decodes a Tell, Request or Response body without copying.
 func ParseMessage(k Kind, body []byte) (Message, error) {
+	var m Message
+	if m.parseFast(k, body) {
+		return m, nil
+	}
+	return parseMessage(k, body)
+}
+
+// parseFast is ParseMessage for a well-formed body, into m (which must be
+// zero), without the bookkeeping of the error path: it runs once per
+// message on the hot path. It returns false for anything parseMessage must
+// look at.
+func (m *Message) parseFast(k Kind, b []byte) bool {
+	m.Kind = k
+	switch k {
+	case KindTell:
+	case KindRequest:
+		if len(b) < 8 {
+			return false
+		}
+		m.ID = binary.LittleEndian.Uint64(b)
+		b = b[8:]
+	case KindResponse:
+		if len(b) < 9 || b[8] > StatusUnavailable {
+			return false
+		}
+		m.ID = binary.LittleEndian.Uint64(b)
+		m.Status = b[8]
+		b = b[9:]
+	default:
+		return false
+	}
+	if k != KindResponse {
+		if len(b) < 2 {
+			return false
+		}
+		n := 2 + int(binary.LittleEndian.Uint16(b))
+		if len(b) < n {
+			return false
+		}
+		m.Target = b[2:n:n]
+		b = b[n:]
+	}
+	if len(b) < 2 {
+		return false
+	}
+	n := 2 + int(binary.LittleEndian.Uint16(b))
+	if len(b) < n {
+		return false
+	}
+	m.Type = b[2:n:n]
+	m.Payload = b[n:]
+	return true
+}
+
+// parseMessage is ParseMessage with full error reporting.
+func parseMessage(k Kind, body []byte) (Message, error) {
 	r := reader{k: k, b: body}
 	m := Message{Kind: k}
 	switch k {
