@@ -46,6 +46,10 @@ func TestMain(m *testing.M) {
 		os.Setenv("RTTEST_RUN", hex.EncodeToString(b))
 	}
 	runID = os.Getenv("RTTEST_RUN")
+	// A race-built child sleeps a second before exiting 0 (GORACE
+	// atexit_sleep_ms): as long as the tests' stop grace periods. Children
+	// inherit this.
+	os.Setenv("GORACE", "atexit_sleep_ms=0")
 	os.Exit(m.Run())
 }
 
@@ -211,6 +215,7 @@ func runFault(ctx context.Context, w actors.Worker, action string) error {
 
 type harness struct {
 	t      *testing.T
+	ignore goleak.Option
 	rt     *Runtime
 	fds    int
 	events chan Event
@@ -232,7 +237,7 @@ func fdCount(t *testing.T) int {
 // no orphan.
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	h := &harness{t: t, events: make(chan Event, 4096)}
+	h := &harness{t: t, events: make(chan Event, 4096), ignore: goleak.IgnoreCurrent()}
 	goruntime.GC() // run finalizers of earlier tests' files before the baseline
 	goruntime.GC()
 	h.fds = fdCount(t)
@@ -275,7 +280,7 @@ func (h *harness) finish() {
 		t.Errorf("Shutdown: %v", err)
 	}
 	h.unsub()
-	goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	goleak.VerifyNone(t, h.ignore) // goroutines that existed before the runtime
 	// An unreferenced *os.File of an earlier test (an os.Process's pidfd,
 	// say) is closed by its finalizer whenever the GC gets to it; give the
 	// finalizers a chance before comparing.

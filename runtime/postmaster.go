@@ -150,6 +150,7 @@ type slot struct {
 	exits     []Exit
 	waiters   []*waiter
 	watchers  []*actor.PID
+	route     *route // published in Runtime.routes while running
 }
 
 func (s *slot) terminal() bool {
@@ -503,7 +504,8 @@ func (pm *postmaster) ready(p *proc) {
 	}
 	pm.stopTimer(s)
 	s.readyAt = time.Now()
-	pm.rt.routes.Store(s.spec.Name, p)
+	s.route = &route{p: p, gen: s.gen}
+	pm.rt.routes.Store(s.spec.Name, s.route)
 	pm.rt.metrics.observeReady(s, s.readyAt.Sub(s.startedAt))
 	pm.setState(s, Running, nil)
 	if s.spec.SharedMemory {
@@ -557,7 +559,10 @@ func (pm *postmaster) exited(ctx actor.Context, m msgProcExited) {
 		return
 	}
 	s.proc = nil
-	pm.rt.routes.CompareAndDelete(s.spec.Name, p)
+	if s.route != nil {
+		pm.rt.routes.CompareAndDelete(s.spec.Name, s.route)
+		s.route = nil
+	}
 	cause := s.cause
 	ex := classify(m.status, m.goodbye, cause, s.spec.SharedMemory)
 	ex.At = m.at
@@ -840,6 +845,9 @@ func (pm *postmaster) setStateEv(s *slot, to WorkerState, ev WorkerEvent) {
 // beginShutdown starts or hardens a shutdown. No worker starts or restarts
 // once it begins.
 func (pm *postmaster) beginShutdown(mode phases.ShutdownMode, cause error) {
+	if pm.shutdownDone {
+		return // every child is reaped; a harder mode changes nothing
+	}
 	if cause != nil && pm.cause == nil {
 		pm.cause = cause
 	}

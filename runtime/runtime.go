@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	goruntime "runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,7 +155,7 @@ type Runtime struct {
 	http    *httpServer
 
 	procs   sync.Map // proc id → *proc, while the process lives
-	routes  sync.Map // worker name → *proc, while the worker is running
+	routes  sync.Map // worker name → *route, while the worker is running
 	exposed sync.Map // name → *actor.PID, host actors reachable from Connect workers
 	wg      sync.WaitGroup
 
@@ -221,6 +222,7 @@ func New(cfg Config) (*Runtime, error) {
 		// for one interval; keep it short so Shutdown leaves none behind.
 		actor.WithDeadLetterThrottleInterval(100*time.Millisecond))
 	rt.system.ProcessRegistry.RegisterAddressResolver(rt.resolveProcAddress)
+	rt.system.ProcessRegistry.RegisterAddressResolver(rt.resolveWorker)
 	reg := cfg.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -430,7 +432,12 @@ func (h *Handle) Name() string { return h.name }
 
 // PID returns the PID by which host actors send to the worker actor in its
 // child process (see Runtime.PID).
-func (h *Handle) PID() *actor.PID { return h.rt.PID(h.name) }
+//
+// Unlike Runtime.PID, it reaches only this handle's worker: once another
+// worker has taken the name, messages to it are dead letters.
+func (h *Handle) PID() *actor.PID {
+	return actor.NewPID(workerAddress, h.name+"#"+strconv.FormatUint(h.gen, 10))
+}
 
 // WaitStarted waits until the worker has reported ready and returns its
 // process id (PostgreSQL's WaitForBackgroundWorkerStartup). It fails with
@@ -540,29 +547,55 @@ func (rt *Runtime) WorkersContext(ctx context.Context) ([]WorkerInfo, error) {
 
 // PID returns the PID of the named worker's bridge: a message sent to it
 // from any host actor is delivered to the worker actor in its child
-// process, and a request gets its response back across the bridge. While
-// the worker is not running, requests get a dead letter (the future fails
-// with actor.ErrDeadLetter) and tells are dropped.
-func (rt *Runtime) PID(name string) *actor.PID {
-	id := "bgworker/" + name
-	if _, ok := rt.system.ProcessRegistry.GetLocal(id); !ok {
-		rt.system.ProcessRegistry.Add(&workerProcess{rt: rt, name: name}, id)
+// process, and a request gets its response back across the bridge. It
+// follows the name: after a restart, or after a new dynamic worker took the
+// name, it reaches the current one (Handle.PID does not). While the worker
+// is not running, requests get a dead letter (the future fails with
+// actor.ErrDeadLetter) and tells are dropped.
+func (rt *Runtime) PID(name string) *actor.PID { return actor.NewPID(workerAddress, name) }
+
+// workerAddress is the actor address of worker bridges: a PID with it
+// resolves, without any registry entry, to a workerProcess for the name
+// (and generation) in its Id.
+const workerAddress = "bgworker-worker"
+
+func (rt *Runtime) resolveWorker(pid *actor.PID) (actor.Process, bool) {
+	if pid.Address != workerAddress {
+		return nil, false
 	}
-	return actor.NewPID(rt.system.Address(), id)
+	name, gen := pid.Id, uint64(0)
+	if i := strings.LastIndexByte(name, '#'); i >= 0 {
+		g, err := strconv.ParseUint(name[i+1:], 10, 64)
+		if err != nil {
+			return nil, false
+		}
+		name, gen = name[:i], g
+	}
+	return &workerProcess{rt: rt, name: name, gen: gen}, true
 }
 
-// workerProcess routes messages for a worker name to its current process.
+// route is a running worker's process, published by the postmaster.
+type route struct {
+	p   *proc
+	gen uint64 // the slot's handle generation
+}
+
+// workerProcess routes messages for a worker name to its current process;
+// with a generation, only to that generation's worker.
 type workerProcess struct {
 	rt   *Runtime
 	name string
+	gen  uint64 // zero: whichever worker has the name
 }
 
 var workerTarget = &actor.PID{}
 
 func (w *workerProcess) SendUserMessage(_ *actor.PID, message any) {
 	if v, ok := w.rt.routes.Load(w.name); ok {
-		v.(*proc).ep.SendUserMessage(workerTarget, message)
-		return
+		if r := v.(*route); w.gen == 0 || r.gen == w.gen {
+			r.p.ep.SendUserMessage(workerTarget, message)
+			return
+		}
 	}
 	w.rt.metrics.undeliverable.Inc()
 	if _, _, sender := actor.UnwrapEnvelope(message); sender != nil {
