@@ -271,6 +271,9 @@ func runBridge(ctx context.Context) (rs []Result, err error) {
 	s := &bridgeSuite{msg: payload}
 	rt, err := bgw.New(bgw.Config{
 		Workers: []actors.Spec{},
+		// Cold starts: the cold-start ratio is exec → ready, so no
+		// idle children. The pool suite measures warm starts.
+		WarmPool: -1,
 		Logger: slog.New(bridgeResetFilter{
 			Handler: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}),
 			n:       &s.resets,
