@@ -2,8 +2,10 @@ package runtime
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -382,7 +385,12 @@ func (p *proc) output(r *os.File) {
 			p.mu.Lock()
 			name := p.slotName
 			p.mu.Unlock()
-			p.rt.log.LogAttrs(nil, slog.LevelInfo, s, slog.String("worker", name), slog.Int("pid", p.pid), slog.Bool("truncated", truncated), slog.String("source", "child"))
+			level, msg, attrs := childRecord(s)
+			attrs = append(attrs, slog.String("worker", name), slog.Int("pid", p.pid), slog.String("source", "child"))
+			if truncated {
+				attrs = append(attrs, slog.Bool("truncated", true))
+			}
+			p.rt.log.LogAttrs(context.Background(), level, msg, attrs...)
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
@@ -391,6 +399,39 @@ func (p *proc) output(r *os.File) {
 			return
 		}
 	}
+}
+
+// childRecord turns one line of a child's output into a log record: a JSON
+// line written by the child's slog handler keeps its level, message and
+// attributes; any other line (a panic's stack, a print) is logged as is at
+// Info.
+func childRecord(line string) (slog.Level, string, []slog.Attr) {
+	if len(line) < 2 || line[0] != '{' || line[len(line)-1] != '}' {
+		return slog.LevelInfo, line, nil
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(line), &rec); err != nil {
+		return slog.LevelInfo, line, nil
+	}
+	msg, ok := rec[slog.MessageKey].(string)
+	lv, ok2 := rec[slog.LevelKey].(string)
+	if !ok || !ok2 {
+		return slog.LevelInfo, line, nil
+	}
+	var level slog.Level
+	if level.UnmarshalText([]byte(lv)) != nil {
+		level = slog.LevelInfo
+	}
+	attrs := make([]slog.Attr, 0, len(rec))
+	for k, v := range rec {
+		switch k {
+		case slog.MessageKey, slog.LevelKey, slog.TimeKey:
+		default:
+			attrs = append(attrs, slog.Any(k, v))
+		}
+	}
+	slices.SortFunc(attrs, func(a, b slog.Attr) int { return strings.Compare(a.Key, b.Key) })
+	return level, msg, attrs
 }
 
 // tailBuffer keeps the last n lines of a child's output.
