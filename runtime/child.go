@@ -419,7 +419,8 @@ func (w *worker) lifecycle(next actor.ReceiverFunc) actor.ReceiverFunc {
 		case *actor.Started:
 			w.ready.Do(func() {
 				w.self.Store(ctx.Self()) // before Ready: the host may send at once
-				_ = w.c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReady) })
+				// Written inline: the host is waiting on it.
+				_ = w.c.conn.SendUrgent(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReady) })
 			})
 		case *actor.Stopped:
 			w.c.finish(actors.ExitDone)
