@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Result is one measured line of the comparison table: a measurement, the
@@ -116,3 +118,34 @@ func Print(w io.Writer, suite string, rs []Result) {
 
 // Bool returns a pointer to b, for Result.Met.
 func Bool(b bool) *bool { return &b }
+
+// timeChildByte re-executes this binary in the given role with a pipe on
+// fd 3, and times exec → the first byte the child writes there. The child
+// is reaped untimed (killed if it lingers past 5 s).
+func timeChildByte(role string) (time.Duration, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = append(os.Environ(), RoleEnv+"="+role)
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stderr = os.Stderr
+	t0 := time.Now()
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return 0, err
+	}
+	var b [1]byte
+	_, rerr := io.ReadFull(r, b[:])
+	d := time.Since(t0)
+	t := time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
+	werr := cmd.Wait()
+	t.Stop()
+	if rerr != nil {
+		return 0, fmt.Errorf("child in role %s sent no byte: %w (exit: %v)", role, rerr, werr)
+	}
+	return d, werr
+}

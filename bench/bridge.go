@@ -400,33 +400,7 @@ func (s *bridgeSuite) coldRuntime(ctx context.Context) (time.Duration, error) {
 
 // bridgeColdRaw spawns the naive child and times exec → its byte on fd 3; the
 // child exits after the byte and is reaped untimed.
-func bridgeColdRaw() (time.Duration, error) {
-	parentEnd, childEnd, err := bridge.Pair()
-	if err != nil {
-		return 0, err
-	}
-	defer parentEnd.Close()
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Env = append(os.Environ(), RoleEnv+"="+bridgeColdRole)
-	cmd.ExtraFiles = []*os.File{childEnd}
-	cmd.Stderr = os.Stderr
-	t0 := time.Now()
-	err = cmd.Start()
-	childEnd.Close()
-	if err != nil {
-		return 0, err
-	}
-	var b [1]byte
-	_, rerr := io.ReadFull(parentEnd, b[:])
-	d := time.Since(t0)
-	t := time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
-	werr := cmd.Wait()
-	t.Stop()
-	if rerr != nil {
-		return 0, fmt.Errorf("naive child sent no byte: %w (exit: %v)", rerr, werr)
-	}
-	return d, werr
-}
+func bridgeColdRaw() (time.Duration, error) { return timeChildByte(bridgeColdRole) }
 
 // roundTrip measures 64-byte request/response through RequestFuture
 // against a raw socketpair ping-pong, both over several children (the

@@ -3,10 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	goruntime "runtime"
 	"slices"
 	"strings"
@@ -268,33 +266,7 @@ func poolStartOnce(ctx context.Context, rt *bgw.Runtime, name string) (time.Dura
 }
 
 // poolExecOnce times exec of the naive child → its byte on fd 3, and reaps it untimed.
-func poolExecOnce() (time.Duration, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Env = append(os.Environ(), RoleEnv+"="+poolExecRole)
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.Stderr = os.Stderr
-	t0 := time.Now()
-	err = cmd.Start()
-	w.Close()
-	if err != nil {
-		return 0, err
-	}
-	var b [1]byte
-	_, rerr := io.ReadFull(r, b[:])
-	d := time.Since(t0)
-	t := time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
-	werr := cmd.Wait()
-	t.Stop()
-	if rerr != nil {
-		return 0, fmt.Errorf("naive child sent no byte: %w (exit: %v)", rerr, werr)
-	}
-	return d, werr
-}
+func poolExecOnce() (time.Duration, error) { return timeChildByte(poolExecRole) }
 
 func poolMed(ds []time.Duration) float64 { return bridgeMS(bridgeQuantile(ds, 0.5)) }
 
