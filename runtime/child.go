@@ -215,8 +215,14 @@ func (c *child) read() {
 
 // killGroupAndExit ends the child's process group (this process, the group
 // leader, included): the postmaster is gone and cannot reap or kill it.
+//
+// Only when this process leads its group, as the postmaster makes every
+// child do: a process started some other way must not take down the group
+// it happens to share (a shell's, say).
 func killGroupAndExit() {
-	unix.Kill(0, unix.SIGKILL)
+	if unix.Getpgrp() == os.Getpid() {
+		unix.Kill(0, unix.SIGKILL)
+	}
 	os.Exit(exitLost)
 }
 
