@@ -171,23 +171,8 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the demo")
 	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool:", err)
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bgwdemo")
-	args := []string{"build", "-o", bin}
-	if raceBuild {
-		args = append(args, "-race")
-	}
-	if out, err := exec.Command(goTool, append(args, ".")...).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-
-	b := make([]byte, 8)
-	rand.Read(b)
-	tag := "BGWDEMO_TEST_TAG=" + hex.EncodeToString(b)
+	bin := buildDemo(t)
+	tag := newTag("BGWDEMO_TEST_TAG")
 	var stdout, stderr syncBuffer
 	cmd := exec.Command(bin, "-duration", "6s", "-crash", "1s", "-shm-crash", "1500ms", "-dynamic", "1", "-http", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), tag)
@@ -346,4 +331,31 @@ func TestRaceReports(t *testing.T) {
 	if len(rs) != 2 || inSample(rs[0]) || !inSample(rs[1]) || strings.Contains(rs[0], "unrelated") {
 		t.Fatalf("reports %q", rs)
 	}
+}
+
+// buildDemo builds the demo into the test's temp dir (race-built when the
+// test is) and returns its path; it skips when no go tool is found.
+func buildDemo(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool:", err)
+	}
+	bin := filepath.Join(t.TempDir(), "bgwdemo")
+	args := []string{"build", "-o", bin}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	if out, err := exec.Command(goTool, append(args, ".")...).CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// newTag returns NAME=random, an environment entry that marks the processes
+// of one test so that the leftovers scan finds them.
+func newTag(name string) string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return name + "=" + hex.EncodeToString(b)
 }

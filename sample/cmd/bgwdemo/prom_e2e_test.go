@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -132,23 +130,9 @@ func TestPrometheusScrapesDemo(t *testing.T) {
 	if err != nil {
 		t.Skip("prometheus is not on PATH (Debian: apt-get install prometheus); end-to-end scrape test not run")
 	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool:", err)
-	}
+	bin := buildDemo(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bgwdemo")
-	args := []string{"build", "-o", bin}
-	if raceBuild {
-		args = append(args, "-race")
-	}
-	if out, err := exec.Command(goTool, append(args, ".")...).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-
-	b := make([]byte, 8)
-	rand.Read(b)
-	tag := "BGWDEMO_PROM_TAG=" + hex.EncodeToString(b)
+	tag := newTag("BGWDEMO_PROM_TAG")
 	begin := time.Now()
 
 	demo := startProcess(t, "bgwdemo", tag, bin, "-http", "127.0.0.1:0", "-crash", "1s", "-duration", "20s", "-dynamic", "0")
