@@ -92,7 +92,6 @@ func childMain(cookieHex string) int {
 	c := &child{
 		conn:     conn,
 		welcome:  make(chan bridge.Welcome, 1),
-		assign:   make(chan bridge.Assign, 1),
 		sysReady: make(chan struct{}),
 		exit:     make(chan int, 1),
 		term:     make(chan struct{}),
@@ -126,10 +125,12 @@ func childMain(cookieHex string) int {
 		}
 		return nil, false
 	})
-	close(c.sysReady)
+	// Idle is queued before the reader may start the worker (sysReady):
+	// the worker's Ready must follow it on the wire.
 	if err := conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindIdle) }); err != nil {
 		return exitLost
 	}
+	close(c.sysReady)
 	if w.HeartbeatMS > 0 {
 		go c.heartbeat(time.Duration(w.HeartbeatMS) * time.Millisecond)
 	}
@@ -140,14 +141,9 @@ func childMain(cookieHex string) int {
 			c.terminate(time.Time{})
 		}
 	}()
-	var a bridge.Assign
-	select {
-	case a = <-c.assign:
-	case code := <-c.exit:
-		return code
-	}
-	code := c.run(a)
-	return code
+	// The worker is started by the reader when its Assign arrives; this
+	// goroutine waits for the worker's end.
+	return c.end(<-c.exit)
 }
 
 // child is the child process's side of the bridge.
@@ -157,7 +153,6 @@ type child struct {
 	system   *actor.ActorSystem
 	log      *slog.Logger
 	welcome  chan bridge.Welcome
-	assign   chan bridge.Assign
 	sysReady chan struct{}
 	exit     chan int
 
@@ -191,7 +186,10 @@ func (c *child) read() {
 			}
 			state = 2
 			<-c.sysReady
-			c.assign <- a
+			if err := c.start(a); err != nil {
+				fmt.Fprintf(os.Stderr, "bgworker: %v\n", err)
+				c.finish(actors.ExitPanic)
+			}
 			return nil
 		case state >= 1 && k == bridge.KindTerminate:
 			d, err := bridge.ParseTerminate(body)
@@ -265,26 +263,28 @@ func (c *child) finish(code int) {
 	}
 }
 
-func (c *child) run(a bridge.Assign) int {
+// start becomes the assigned worker: it finds the code, maps the segment
+// and spawns the worker actor. It runs on the reader goroutine, right where
+// the Assign frame is read, so a warm start costs no extra hand-off. On
+// error the child exits 2 without a goodbye: a failed start.
+func (c *child) start(a bridge.Assign) error {
 	spec, ok := actors.Lookup(a.Code)
 	if !ok {
-		fmt.Fprintf(os.Stderr, "bgworker: no worker %q is registered in this binary\n", a.Code)
-		return actors.ExitPanic
+		return fmt.Errorf("no worker %q is registered in this binary", a.Code)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	w := &worker{c: c, spec: spec, assign: a, ctx: ctx}
 	if a.Flags&bridge.FlagSharedMemory != 0 {
 		f := c.conn.TakeFile("segment")
 		if f == nil {
-			fmt.Fprintf(os.Stderr, "bgworker: worker %q: assigned shared memory but no segment was passed\n", a.Name)
-			return actors.ExitPanic
+			cancel()
+			return fmt.Errorf("worker %q: assigned shared memory but no segment was passed", a.Name)
 		}
 		seg, err := shmactor.Open(f) // owns f on success
 		if err != nil {
 			f.Close()
-			fmt.Fprintf(os.Stderr, "bgworker: worker %q: %v\n", a.Name, err)
-			return actors.ExitPanic
+			cancel()
+			return fmt.Errorf("worker %q: %w", a.Name, err)
 		}
 		w.seg = seg
 	}
@@ -293,8 +293,8 @@ func (c *child) run(a bridge.Assign) int {
 	if spec.Props != nil {
 		props = spec.Props(w)
 		if props == nil {
-			fmt.Fprintf(os.Stderr, "bgworker: worker %q: Props returned nil\n", a.Name)
-			return actors.ExitPanic
+			cancel()
+			return fmt.Errorf("worker %q: Props returned nil", a.Name)
 		}
 	} else {
 		props = actor.PropsFromProducer(func() actor.Actor { return &runActor{w: w, fn: spec.Run} })
@@ -302,8 +302,8 @@ func (c *child) run(a bridge.Assign) int {
 	props = props.Configure(actor.WithReceiverMiddleware(w.lifecycle))
 	pid, err := c.system.Root.WithGuardian(crashStrategy{c}).SpawnNamed(props, "worker")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "bgworker: worker %q: spawn: %v\n", a.Name, err)
-		return actors.ExitPanic
+		cancel()
+		return fmt.Errorf("worker %q: spawn: %w", a.Name, err)
 	}
 	w.self.Store(pid)
 	go func() {
@@ -313,7 +313,12 @@ func (c *child) run(a bridge.Assign) int {
 			c.system.Root.Send(pid, &actors.Terminate{Deadline: c.deadline})
 		}
 	}()
-	code := <-c.exit
+	return nil
+}
+
+// end applies the exit contract to the worker's result: the goodbye frame
+// for exit 0 and 1 (flushed, within a second), then the code to exit with.
+func (c *child) end(code int) int {
 	if code == actors.ExitDone || code == actors.ExitRestart {
 		_ = c.conn.Send(func(b []byte) []byte { return bridge.AppendGoodbye(b, uint8(code)) })
 		flushed := make(chan struct{})
