@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"syscall"
@@ -156,4 +155,3 @@ func TestRow04SigkillIsCrashAndRestarts(t *testing.T) {
 	}
 }
 
-var _ = context.Background

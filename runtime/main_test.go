@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -416,7 +415,6 @@ func (h *harness) info(name string) WorkerInfo {
 	return WorkerInfo{}
 }
 
-var _ = io.EOF
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
