@@ -154,4 +154,3 @@ func TestRow04SigkillIsCrashAndRestarts(t *testing.T) {
 		t.Fatalf("restarts = %d, want 1", wi.Restarts)
 	}
 }
-

@@ -415,7 +415,6 @@ func (h *harness) info(name string) WorkerInfo {
 	return WorkerInfo{}
 }
 
-
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func testCounter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
