@@ -128,6 +128,23 @@ func lockholderRole() int {
 func TestRow15LockFileInterlock(t *testing.T) {
 	dir := t.TempDir()
 	lock, pidfile := filepath.Join(dir, "bgworker.lock"), filepath.Join(dir, "escaped.pid")
+	t.Cleanup(func() {
+		// Whatever happened, the escaped process must not outlive the test.
+		if !t.Failed() {
+			return // it was killed and waited for above
+		}
+		if b, err := os.ReadFile(pidfile); err == nil {
+			pid, err := strconv.Atoi(string(b))
+			// Only a process of this test run: never a recycled pid.
+			env, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+			if err == nil && strings.Contains(string(env), "RTTEST_RUN="+runID+"\x00") {
+				if p, err := os.FindProcess(pid); err == nil {
+					p.Kill()
+					p.Release()
+				}
+			}
+		}
+	})
 	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
 	cmd.Env = append(os.Environ(), "RTTEST_ROLE=lockholder", "RTTEST_LOCK="+lock, "RTTEST_PIDFILE="+pidfile)
 	out, err := cmd.StdoutPipe()
