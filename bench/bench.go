@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	bgw "github.com/bgworker/bgworker/runtime"
 	"io"
 	"os"
 	"os/exec"
@@ -148,4 +149,21 @@ func timeChildByte(role string) (time.Duration, error) {
 		return 0, fmt.Errorf("child in role %s sent no byte: %w (exit: %v)", role, rerr, werr)
 	}
 	return d, werr
+}
+
+// stopWorker terminates a worker and waits until it has stopped; a stop
+// that ends in a crash is an error. An exit 0 recorded as protocol_error is
+// let through: runtimes before the ECONNRESET fix reported clean stops so.
+func stopWorker(ctx context.Context, h *bgw.Handle) error {
+	if err := h.Terminate(ctx); err != nil {
+		return err
+	}
+	ex, err := h.WaitStopped(ctx)
+	if err != nil {
+		return err
+	}
+	if ex != nil && ex.Crash && !(ex.Code == 0 && ex.Reason == bgw.ReasonProtocol) {
+		return fmt.Errorf("worker %s crashed on stop: %+v", h.Name(), ex)
+	}
+	return nil
 }

@@ -334,20 +334,6 @@ func (s *bridgeSuite) startWorker(ctx context.Context, name, code string) (*bgw.
 	return h, nil
 }
 
-func (s *bridgeSuite) stopWorker(ctx context.Context, h *bgw.Handle) error {
-	if err := h.Terminate(ctx); err != nil {
-		return err
-	}
-	ex, err := h.WaitStopped(ctx)
-	if err != nil {
-		return err
-	}
-	if ex != nil && ex.Crash && !(ex.Code == 0 && ex.Reason == bgw.ReasonProtocol) {
-		return fmt.Errorf("worker %s crashed on stop: %+v", h.Name(), ex)
-	}
-	return nil
-}
-
 // coldStart measures StartWorker → WaitStarted against exec → first byte
 // of the naive child, alternating the two, after two untimed warm-ups.
 func (s *bridgeSuite) coldStart(ctx context.Context, n int) ([]Result, error) {
@@ -395,7 +381,7 @@ func (s *bridgeSuite) coldRuntime(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	return d, s.stopWorker(ctx, h)
+	return d, stopWorker(ctx, h)
 }
 
 // bridgeColdRaw spawns the naive child and times exec → its byte on fd 3; the
@@ -421,18 +407,18 @@ func (s *bridgeSuite) roundTrip(ctx context.Context, n int) ([]Result, error) {
 			v, err := s.root.RequestFuture(pid, s.msg, 5*time.Second).Result()
 			d := time.Since(t0)
 			if err != nil {
-				s.stopWorker(ctx, h)
+				stopWorker(ctx, h)
 				return nil, fmt.Errorf("request %d: %w", i, err)
 			}
 			if b, ok := v.([]byte); !ok || len(b) != bridgeMsgSize {
-				s.stopWorker(ctx, h)
+				stopWorker(ctx, h)
 				return nil, fmt.Errorf("request %d: response %T %v", i, v, v)
 			}
 			if i >= warm {
 				rtD = append(rtD, d)
 			}
 		}
-		if err := s.stopWorker(ctx, h); err != nil {
+		if err := stopWorker(ctx, h); err != nil {
 			return nil, err
 		}
 		if err := ctx.Err(); err != nil {
@@ -507,7 +493,7 @@ func (s *bridgeSuite) tellThroughput(ctx context.Context, n int) ([]Result, erro
 			}
 			return s.sendAndCount(pid, n, warm+n)
 		}()
-		if serr := s.stopWorker(ctx, h); err == nil {
+		if serr := stopWorker(ctx, h); err == nil {
 			err = serr
 		}
 		if err != nil {

@@ -252,15 +252,8 @@ func poolStartOnce(ctx context.Context, rt *bgw.Runtime, name string) (time.Dura
 	if err != nil {
 		return 0, t0, err
 	}
-	if err := h.Terminate(ctx); err != nil {
+	if err := stopWorker(ctx, h); err != nil {
 		return 0, t0, err
-	}
-	ex, err := h.WaitStopped(ctx)
-	if err != nil {
-		return 0, t0, err
-	}
-	if ex != nil && ex.Crash && !(ex.Code == 0 && ex.Reason == bgw.ReasonProtocol) {
-		return 0, t0, fmt.Errorf("worker %s crashed on stop: %+v", name, ex)
 	}
 	return d, t0, nil
 }

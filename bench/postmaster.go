@@ -247,24 +247,7 @@ func pmColdOnce(ctx context.Context, rt *bgw.Runtime, rss bool) (time.Duration, 
 	if rss {
 		v = pmVmRSS(pid)
 	}
-	return d, v, pmCPU(pid), pmStop(ctx, h)
-}
-
-// pmStop terminates a worker and waits for it; a clean exit misreported as
-// protocol_error (the ECONNRESET defect, counted by the log filter) is
-// tolerated.
-func pmStop(ctx context.Context, h *bgw.Handle) error {
-	if err := h.Terminate(ctx); err != nil {
-		return err
-	}
-	ex, err := h.WaitStopped(ctx)
-	if err != nil {
-		return err
-	}
-	if ex != nil && ex.Crash && !(ex.Code == 0 && ex.Reason == bgw.ReasonProtocol) {
-		return fmt.Errorf("worker %s crashed on stop: %+v", h.Name(), ex)
-	}
-	return nil
+	return d, v, pmCPU(pid), stopWorker(ctx, h)
 }
 
 // ---- start storm and status latency ----
