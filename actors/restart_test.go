@@ -385,6 +385,8 @@ func TestBackoffAllocsFlat(t *testing.T) {
 // failed with ErrIntensity on the restart that would be the 21st within a
 // minute. Every restart time is checked against both bounds.
 func TestBackoffCrashLoop(t *testing.T) {
+	// Inside the synctest bubble time.Sleep advances the fake clock
+	// exactly: it is how a bubble moves time, not a guess at a real delay.
 	synctest.Test(t, func(t *testing.T) {
 		const (
 			initial = 50 * ms
@@ -465,6 +467,7 @@ func TestBackoffCrashLoop(t *testing.T) {
 // TestBackoffResetAfterSynctest checks on the fake clock that a run of at
 // least ResetAfter restarts the growth, and a shorter one does not.
 func TestBackoffResetAfterSynctest(t *testing.T) {
+	// time.Sleep inside the bubble advances the fake clock exactly.
 	synctest.Test(t, func(t *testing.T) {
 		const resetAfter = 10 * time.Second
 		b := NewBackoff(Exponential{Initial: 100 * ms, Max: 5 * time.Second, Multiplier: 2, ResetAfter: resetAfter}, Intensity{MaxRestarts: -1})
