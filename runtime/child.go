@@ -273,7 +273,7 @@ func (c *child) start(a bridge.Assign) error {
 		return fmt.Errorf("no worker %q is registered in this binary", a.Code)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &worker{c: c, spec: spec, assign: a, ctx: ctx}
+	w := &worker{c: c, spec: spec, assign: a, ctx: ctx, readySent: make(chan struct{})}
 	if a.Flags&bridge.FlagSharedMemory != 0 {
 		f := c.conn.TakeFile("segment")
 		if f == nil {
@@ -343,13 +343,14 @@ func (s crashStrategy) HandleFailure(_ *actor.ActorSystem, _ actor.Supervisor, _
 
 // worker implements actors.Worker in the child.
 type worker struct {
-	c      *child
-	spec   actors.Spec
-	assign bridge.Assign
-	ctx    context.Context // cancelled when the postmaster asks the worker to stop
-	self   atomic.Pointer[actor.PID]
-	seg    *shmactor.Segment
-	ready  sync.Once
+	c         *child
+	spec      actors.Spec
+	assign    bridge.Assign
+	ctx       context.Context // cancelled when the postmaster asks the worker to stop
+	self      atomic.Pointer[actor.PID]
+	seg       *shmactor.Segment
+	ready     sync.Once
+	readySent chan struct{} // closed once the Ready frame has been handed to the connection
 }
 
 func (w *worker) Name() string                 { return w.assign.Name }
@@ -432,6 +433,7 @@ func (w *worker) lifecycle(next actor.ReceiverFunc) actor.ReceiverFunc {
 				w.self.Store(ctx.Self()) // before Ready: the host may send at once
 				// Written inline: the host is waiting on it.
 				_ = w.c.conn.SendUrgent(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReady) })
+				close(w.readySent)
 			})
 		case *actor.Stopped:
 			w.c.finish(actors.ExitDone)

@@ -128,11 +128,9 @@ func rawWrite(w actors.Worker, b []byte) {
 // afterReady waits (in the child) until the Ready frame is on the wire, so
 // a fault injected under the frames comes after it.
 func afterReady(w actors.Worker) {
-	c := w.(*worker).c.conn
-	for c.Stats.FramesOut.Load() < 3 { // hello, idle, ready
-		goruntime.Gosched()
-	}
-	c.Flush()
+	wk := w.(*worker)
+	<-wk.readySent // counting frames would count heartbeats too
+	wk.c.conn.Flush()
 }
 
 func runFault(ctx context.Context, w actors.Worker, action string) error {
