@@ -85,6 +85,9 @@ func (pm *postmaster) idle(p *proc) {
 	pm.pool = append(pm.pool, p)
 	p.idleReady.Store(true)
 	pm.observePool()
+	if len(pm.queue) > 0 && pm.ctx != nil {
+		pm.scheduleTick(pm.ctx) // a throttled start can take it
+	}
 }
 
 // takeIdle returns an idle child for a worker, or nil, and lets the server

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -171,11 +172,12 @@ type postmaster struct {
 
 	queue        []*slot // pending starts, FIFO
 	tickQueued   bool
-	spawning     int     // spawn requests not yet answered
-	starting     int     // slots in Starting: spawned or assigned, not yet ready
-	pool         []*proc // idle children, handshaken, waiting for a worker
-	poolStarting []*proc // idle children spawned, not yet idle
-	poolSpawns   int     // idle-child spawns in flight
+	ticks        atomic.Uint64 // server-loop iterations run, for tests: a throttled loop must not spin
+	spawning     int           // spawn requests not yet answered
+	starting     int           // slots in Starting: spawned or assigned, not yet ready
+	pool         []*proc       // idle children, handshaken, waiting for a worker
+	poolStarting []*proc       // idle children spawned, not yet idle
+	poolSpawns   int           // idle-child spawns in flight
 	poolTimer    *time.Timer
 	live         int // processes spawned and not yet reaped
 	shutdown     phases.ShutdownMode
@@ -240,6 +242,7 @@ func (pm *postmaster) handle(ctx actor.Context, m pmMsg) {
 	case msgTick:
 		pm.tickQueued = false
 		pm.poolTimer = nil
+		pm.ticks.Add(1)
 		pm.serverLoop(ctx)
 	case msgStart:
 		pm.started = true
@@ -283,10 +286,14 @@ func (pm *postmaster) handle(ctx actor.Context, m pmMsg) {
 // StartsPerIteration pending workers, then yield to the mailbox so status
 // queries and other requests are served between starts.
 func (pm *postmaster) serverLoop(ctx actor.Context) {
-	n := 0
+	n, throttled := 0, false
 	for len(pm.queue) > 0 && n < pm.rt.cfg.StartsPerIteration {
 		if pm.starting >= pm.rt.cfg.MaxStarting && len(pm.pool) == 0 {
-			break // resumed when a start completes (see setStateEv)
+			// Resumed when a start completes (setStateEv) or an idle
+			// child joins the pool (idleReady), not by ticking: a tick
+			// here would spin the postmaster for as long as it waits.
+			throttled = true
+			break
 		}
 		s := pm.queue[0]
 		pm.queue = pm.queue[1:]
@@ -306,7 +313,7 @@ func (pm *postmaster) serverLoop(ctx actor.Context) {
 		pm.spawnIdle()
 		n++
 	}
-	if len(pm.queue) > 0 || pm.poolDeficit() > 0 && pm.starting == 0 {
+	if len(pm.queue) > 0 && !throttled || pm.poolDeficit() > 0 && pm.starting == 0 {
 		pm.scheduleTick(ctx)
 	}
 	pm.rt.metrics.pending.Set(float64(len(pm.queue)))
