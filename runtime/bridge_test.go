@@ -154,3 +154,61 @@ func TestRow04SigkillIsCrashAndRestarts(t *testing.T) {
 		t.Fatalf("restarts = %d, want 1", wi.Restarts)
 	}
 }
+
+func init() {
+	// stopper: an actor with a child actor that stops itself on the
+	// request "stop" after answering it; with Arg "bounded" its Props
+	// bring their own mailbox (the receiver-middleware lifecycle).
+	actors.MustDefine(actors.Spec{Name: "stopper", Props: func(w actors.Worker) *actor.Props {
+		props := actor.PropsFromFunc(func(ctx actor.Context) {
+			switch m := ctx.Message().(type) {
+			case *actor.Started:
+				ctx.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
+			case string:
+				if m == "stop" {
+					ctx.Respond("stopping")
+					ctx.Stop(ctx.Self())
+				}
+			}
+		})
+		if string(w.Arg()) == "bounded" {
+			props = props.Configure(actor.WithMailbox(actor.Bounded(64)))
+		}
+		return props
+	}})
+}
+
+// A worker actor that stops itself (waiting for its own child actor to
+// stop first) ends its process with exit 0, with or without a mailbox of
+// its own, and is not restarted.
+func TestWorkerActorStopIsCleanExit(t *testing.T) {
+	h := newHarness(t, Config{})
+	for _, arg := range []string{"", "bounded"} {
+		name := "stopper-" + arg
+		hd, _ := h.start(name, "stopper", arg, nil)
+		r, err := h.rt.System().Root.RequestFuture(hd.PID(), "stop", 5*time.Second).Result()
+		if err != nil || r != "stopping" {
+			t.Fatalf("%s: stop request = %v, %v", name, r, err)
+		}
+		ex, err := hd.WaitStopped(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex == nil || ex.Reason != ReasonExit0 || ex.Crash {
+			t.Fatalf("%s: exit = %+v, want a clean exit 0", name, ex)
+		}
+		if wi := h.info(name); wi.State != Stopped || wi.Restarts != 0 {
+			t.Fatalf("%s: info = %+v, want stopped, not restarted", name, wi)
+		}
+	}
+}
+
+func TestPropsHaveMailbox(t *testing.T) {
+	plain := actor.PropsFromFunc(func(actor.Context) {})
+	if propsHaveMailbox(plain) {
+		t.Error("plain Props reported with a mailbox")
+	}
+	if !propsHaveMailbox(plain.Configure(actor.WithMailbox(actor.Unbounded()))) {
+		t.Error("Props with WithMailbox reported without one")
+	}
+}

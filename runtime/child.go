@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	goruntime "runtime"
 	"runtime/debug"
 	"sync"
@@ -299,8 +300,17 @@ func (c *child) start(a bridge.Assign) error {
 	} else {
 		props = actor.PropsFromProducer(func() actor.Actor { return &runActor{w: w, fn: spec.Run} })
 	}
-	props = props.Configure(actor.WithReceiverMiddleware(w.lifecycle))
-	pid, err := c.system.Root.WithGuardian(crashStrategy{c}).SpawnNamed(props, "worker")
+	// Ready once the actor has handled Started: a mailbox middleware sees
+	// each message after the actor with one method call. A receiver
+	// middleware would allocate an envelope per message, so it is used
+	// only when the worker's Props bring a mailbox of their own.
+	if propsHaveMailbox(props) {
+		props = props.Configure(actor.WithReceiverMiddleware(w.lifecycle))
+	} else {
+		props = props.Configure(actor.WithMailbox(actor.Unbounded(&lifecycleProbe{onStarted: w.started, onStop: w.checkStopped})))
+	}
+	w.self.Store(c.system.NewLocalPID(workerActorName)) // before Ready: the host may send at once
+	pid, err := c.system.Root.WithGuardian(crashStrategy{c}).SpawnNamed(props, workerActorName)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("worker %q: spawn: %w", a.Name, err)
@@ -422,23 +432,69 @@ func (w *worker) Request(ctx context.Context, target string, msg any) (any, erro
 	}
 }
 
-// lifecycle is a receiver middleware on the worker actor: Ready once the
-// actor has handled Started, done (exit 0) once it has stopped.
+// workerActorName is the worker actor's id in the child's actor system.
+const workerActorName = "worker"
+
+// started sends Ready, once, after the worker actor handled Started.
+func (w *worker) started() {
+	w.ready.Do(func() {
+		// Written inline: the host is waiting on it.
+		_ = w.c.conn.SendUrgent(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReady) })
+		close(w.readySent)
+	})
+}
+
+// checkStopped ends the child with exit 0 once the worker actor has
+// stopped (it left the process registry before its Stopped ran).
+func (w *worker) checkStopped() {
+	if _, ok := w.c.system.ProcessRegistry.GetLocal(workerActorName); !ok {
+		w.c.finish(actors.ExitDone)
+	}
+}
+
+// lifecycle is the receiver-middleware form of lifecycleProbe, for worker
+// Props that configure their own mailbox.
 func (w *worker) lifecycle(next actor.ReceiverFunc) actor.ReceiverFunc {
 	return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
 		next(ctx, env)
 		switch env.Message.(type) {
 		case *actor.Started:
-			w.ready.Do(func() {
-				w.self.Store(ctx.Self()) // before Ready: the host may send at once
-				// Written inline: the host is waiting on it.
-				_ = w.c.conn.SendUrgent(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReady) })
-				close(w.readySent)
-			})
+			w.started()
 		case *actor.Stopped:
 			w.c.finish(actors.ExitDone)
 		}
 	}
+}
+
+// lifecycleProbe is a mailbox middleware that reports, after the actor
+// handled it, a Started (onStarted) and any message after which the actor
+// may have stopped (onStop: a Stop, a child's Terminated that completes a
+// stop, a PoisonPill).
+type lifecycleProbe struct {
+	onStarted, onStop func()
+}
+
+func (l *lifecycleProbe) MailboxStarted()   {}
+func (l *lifecycleProbe) MessagePosted(any) {}
+func (l *lifecycleProbe) MailboxEmpty()     {}
+func (l *lifecycleProbe) MessageReceived(m any) {
+	switch m.(type) {
+	case *actor.Started:
+		l.onStarted()
+	case *actor.Stop, *actor.Terminated, *actor.PoisonPill:
+		l.onStop()
+	}
+}
+
+// propsHaveMailbox reports whether p configures a mailbox (WithMailbox).
+// Props hide the field; if its layout is not the expected one, the answer
+// is true, the safe side (the receiver-middleware form).
+func propsHaveMailbox(p *actor.Props) bool {
+	f := reflect.ValueOf(p).Elem().FieldByName("mailboxProducer")
+	if !f.IsValid() || f.Kind() != reflect.Func {
+		return true
+	}
+	return !f.IsNil()
 }
 
 // runActor adapts a RunFunc to an actor: the function runs on its own

@@ -219,7 +219,8 @@ func (p *proc) sendAssign(a bridge.Assign, segment *os.File) error {
 	if segment != nil {
 		return p.conn.SendWithFile(build, segment)
 	}
-	return p.conn.Send(build)
+	// Written inline when the socket is free: a warm start waits on it.
+	return p.conn.SendUrgent(build)
 }
 
 // read runs the host side of the protocol until the child goes away.
