@@ -152,6 +152,11 @@ type slot struct {
 	waiters   []*waiter
 	watchers  []*actor.PID
 	route     *route // published in Runtime.routes while running
+
+	// row is what Workers() reads without asking the postmaster: an
+	// immutable WorkerInfo, replaced whenever the slot changes.
+	row   atomic.Pointer[WorkerInfo]
+	dirty bool // changed since row was built; republished at the end of the message
 }
 
 func (s *slot) terminal() bool {
@@ -164,6 +169,8 @@ func (s *slot) terminal() bool {
 type postmaster struct {
 	rt       *Runtime
 	slots    []*slot
+	table    atomic.Pointer[[]*slot] // copy of slots for Workers(), replaced when a row is added or replaced
+	dirty    []*slot                 // slots to republish at the end of the message
 	byName   map[string]*slot
 	nextGen  uint64
 	nextProc uint64
@@ -221,7 +228,46 @@ func (pm *postmaster) add(sp actors.Spec, code string, dynamic bool) *slot {
 	}
 	pm.byName[sp.Name] = s
 	pm.rt.metrics.observeState(s, 0, Registered)
+	pm.publishRow(s)
+	table := slices.Clone(pm.slots)
+	pm.table.Store(&table)
 	return s
+}
+
+// touch marks a slot whose row changed outside setStateEv; its row is
+// republished when the current message is handled.
+func (pm *postmaster) touch(s *slot) {
+	if !s.dirty {
+		s.dirty = true
+		pm.dirty = append(pm.dirty, s)
+	}
+}
+
+// publishRow rebuilds the row Workers() reads for s.
+func (pm *postmaster) publishRow(s *slot) {
+	wi := s.info()
+	s.row.Store(&wi)
+}
+
+// rows returns the published rows, in table order: each row is
+// consistent, and every change a caller has been told of (an event, a
+// WaitStarted or WaitStopped answer) is in it.
+func (pm *postmaster) rows() []WorkerInfo {
+	t := pm.table.Load()
+	if t == nil {
+		return nil
+	}
+	out := make([]WorkerInfo, 0, len(*t))
+	for _, s := range *t {
+		wi := *s.row.Load()
+		wi.Exits = slices.Clone(wi.Exits)
+		if wi.LastExit != nil {
+			e := *wi.LastExit
+			wi.LastExit = &e
+		}
+		out = append(out, wi)
+	}
+	return out
 }
 
 // Receive handles one message. It never blocks: spawning, reading and
@@ -231,6 +277,12 @@ func (pm *postmaster) Receive(ctx actor.Context) {
 	case pmMsg:
 		pm.ctx = ctx
 		pm.handle(ctx, m)
+		for _, s := range pm.dirty {
+			s.dirty = false
+			pm.publishRow(s)
+		}
+		clear(pm.dirty)
+		pm.dirty = pm.dirty[:0]
 	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
 	default:
 		pm.rt.log.Warn("runtime: postmaster got an unknown message", "type", fmt.Sprintf("%T", m))
@@ -465,6 +517,7 @@ func (pm *postmaster) spawned(m msgSpawned) {
 func (pm *postmaster) adopt(s *slot, p *proc) {
 	p.slot, p.inc = s, s.inc
 	s.proc = p
+	pm.touch(s)
 	// The start timeout counts from the moment the process exists, not
 	// from the hand-off to the spawner, which may have a queue.
 	if s.state == Starting && s.cause == "" {
@@ -566,6 +619,7 @@ func (pm *postmaster) exited(ctx actor.Context, m msgProcExited) {
 		return
 	}
 	s.proc = nil
+	pm.touch(s)
 	if s.route != nil {
 		pm.rt.routes.CompareAndDelete(s.spec.Name, s.route)
 		s.route = nil
@@ -813,6 +867,9 @@ func (pm *postmaster) setState(s *slot, to WorkerState, ex *Exit) {
 func (pm *postmaster) setStateEv(s *slot, to WorkerState, ev WorkerEvent) {
 	from := s.state
 	s.state = to
+	// The row first: whoever hears of this change below may look.
+	pm.publishRow(s)
+	pm.touch(s)
 	if from == Starting {
 		pm.starting--
 		if (len(pm.queue) > 0 || pm.poolDeficit() > 0) && pm.ctx != nil {

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -517,32 +516,36 @@ func (rt *Runtime) Watch(ctx context.Context, name string, pid *actor.PID) error
 
 // Workers returns one row per worker in registration order. After
 // Shutdown it returns the final rows.
+//
+// It does not wait for the postmaster: each slot's row is republished
+// whenever it changes, and Workers copies the current rows, so a status
+// query costs the same during a start storm as on an idle runtime. Each row
+// is consistent in itself, and every change a caller has already been told
+// of (by an event, WaitStarted or WaitStopped) is in it.
 func (rt *Runtime) Workers() []WorkerInfo {
 	ws, _ := rt.WorkersContext(context.Background())
 	return ws
 }
 
 // WorkersContext is Workers with a context; it fails with ErrNotStarted
-// before Start.
+// before Start, and with the context's error if it is already done.
+// During a shutdown it returns the current rows.
 func (rt *Runtime) WorkersContext(ctx context.Context) ([]WorkerInfo, error) {
-	if err := rt.check(); err != nil {
-		rt.mu.Lock()
-		final := rt.final
-		rt.mu.Unlock()
-		if final != nil {
-			return final, nil
-		}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	reply := make(chan []WorkerInfo, 1)
-	rt.tell(msgStatus{reply: reply})
-	ws, err := await(ctx, rt, reply)
-	if errors.Is(err, ErrShutdown) {
-		rt.mu.Lock()
-		defer rt.mu.Unlock()
-		return rt.final, nil
+	rt.mu.Lock()
+	state, final := rt.state, rt.final
+	rt.mu.Unlock()
+	switch {
+	case final != nil:
+		return final, nil
+	case state == 0:
+		return nil, ErrNotStarted
+	case state == 3:
+		return nil, ErrShutdown // never started, or its Start failed
 	}
-	return ws, err
+	return rt.pm.rows(), nil // running, or shutting down
 }
 
 // PID returns the PID of the named worker's bridge: a message sent to it
@@ -634,7 +637,8 @@ func (rt *Runtime) resolveExposed(target string) (*actor.PID, error) {
 
 // Subscribe calls fn with every Event until the returned function is
 // called. fn runs on the postmaster's goroutine: it must be quick and must
-// not call the runtime.
+// not call the runtime, except Workers, which does not wait for the
+// postmaster and already shows the change the event reports.
 func (rt *Runtime) Subscribe(fn func(Event)) (unsubscribe func()) {
 	sub := rt.system.EventStream.Subscribe(func(evt any) {
 		if e, ok := evt.(Event); ok {

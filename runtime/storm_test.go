@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,5 +220,54 @@ func TestRow32StartsPerIteration(t *testing.T) {
 				running[e.Name] = true
 			}
 		})
+	}
+}
+
+// Workers reads published rows, not the postmaster's mailbox: a
+// subscriber, which runs on the postmaster's goroutine, can call it
+// without deadlock, and the row of every worker already shows the state
+// (and pid) its event reports.
+func TestWorkersRowsPublishedBeforeEvents(t *testing.T) {
+	pmtLeakCheck(t)
+	h := newHarness(t, Config{ChildEnv: pmtChildEnv(), Logger: pmtQuiet(t)})
+	var mu sync.Mutex
+	var checked int
+	var bad []string
+	unsub := h.rt.Subscribe(func(e Event) {
+		we, ok := e.(WorkerEvent)
+		if !ok {
+			return
+		}
+		for _, w := range h.rt.Workers() {
+			if w.Name != we.Name {
+				continue
+			}
+			mu.Lock()
+			checked++
+			if w.State != we.To || (we.To == Running && w.PID != we.PID) || w.Incarnation != we.Incarnation {
+				bad = append(bad, fmt.Sprintf("%s event %v→%v pid %d inc %d, row %v pid %d inc %d",
+					we.Name, we.From, we.To, we.PID, we.Incarnation, w.State, w.PID, w.Incarnation))
+			}
+			mu.Unlock()
+		}
+	})
+	defer unsub()
+	_, pid := h.start("rows-a", "fault", "run", nil)
+	h.start("rows-b", "fault", "exit1", func(s *actors.Spec) { s.Restart = actors.Fixed(0) })
+	syscall.Kill(pid, syscall.SIGKILL)
+	h.waitState("rows-a", Crashed)
+	h.waitState("rows-a", Running)
+	if err := h.rt.Stop(ctx(t), "rows-a"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("rows-a", Stopped)
+	unsub()
+	mu.Lock()
+	defer mu.Unlock()
+	if checked < 8 {
+		t.Fatalf("only %d events checked against their rows", checked)
+	}
+	for _, b := range bad {
+		t.Error(b)
 	}
 }
