@@ -1,7 +1,9 @@
 package runtime
 
 import (
+	"context"
 	"errors"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -205,10 +207,65 @@ func TestWorkerActorStopIsCleanExit(t *testing.T) {
 
 func TestPropsHaveMailbox(t *testing.T) {
 	plain := actor.PropsFromFunc(func(actor.Context) {})
-	if propsHaveMailbox(plain) {
+	if propsHave(plain, "mailboxProducer") {
 		t.Error("plain Props reported with a mailbox")
 	}
-	if !propsHaveMailbox(plain.Configure(actor.WithMailbox(actor.Unbounded()))) {
+	if !propsHave(plain.Configure(actor.WithMailbox(actor.Unbounded())), "mailboxProducer") {
 		t.Error("Props with WithMailbox reported without one")
+	}
+}
+
+func init() {
+	// A child of TestActorBlockingOnHostRequestInReceive: the watchdog
+	// must not be what frees the relay.
+	if v := os.Getenv("RTTEST_LOAN_LIMIT"); v != "" && os.Getenv(envChild) != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			loanLimit = d
+		}
+	}
+	// relay: a connected actor that, handling a request from the host,
+	// asks the host actor named by its Arg and answers with that answer:
+	// it blocks in Receive on a frame the bridge has still to read.
+	actors.MustDefine(actors.Spec{Name: "relay", Connect: true, Props: func(w actors.Worker) *actor.Props {
+		return actor.PropsFromFunc(func(ctx actor.Context) {
+			if p, ok := ctx.Message().(Ping); ok && ctx.Sender() != nil {
+				rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				r, err := w.Request(rctx, string(w.Arg()), p)
+				if err != nil {
+					ctx.Respond(Ping{N: -1, Text: err.Error()})
+					return
+				}
+				ctx.Respond(r)
+			}
+		})
+	}})
+}
+
+// A worker actor runs on the bridge's reading goroutine when a message
+// from the host schedules it (inlineDispatcher). One that waits, inside
+// Receive, for its own request to the host is answered: reading moves to
+// another goroutine before the request goes out, not by the watchdog,
+// which the child here only runs after an hour.
+func TestActorBlockingOnHostRequestInReceive(t *testing.T) {
+	h := newHarness(t, Config{ChildEnv: append(pmtChildEnv(), "RTTEST_LOAN_LIMIT=1h")})
+	store := h.rt.System().Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if p, ok := ctx.Message().(Ping); ok && ctx.Sender() != nil {
+			ctx.Respond(Ping{N: p.N * 10, Text: "store"})
+		}
+	}))
+	defer h.rt.System().Root.Stop(store)
+	if err := h.rt.Expose("store", store); err != nil {
+		t.Fatal(err)
+	}
+	hd, _ := h.start("relay1", "relay", "store", func(s *actors.Spec) { s.Connect = true })
+	for i := 1; i <= 50; i++ {
+		r, err := h.rt.System().Root.RequestFuture(hd.PID(), Ping{N: i}, 10*time.Second).Result()
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if p, ok := r.(Ping); !ok || p.N != 10*i || p.Text != "store" {
+			t.Fatalf("request %d: answer %#v, want Ping{%d, store}", i, r, 10*i)
+		}
 	}
 }

@@ -92,6 +92,7 @@ func childMain(cookieHex string) int {
 	}
 	c := &child{
 		conn:     conn,
+		disp:     &inlineDispatcher{throughput: 300},
 		welcome:  make(chan bridge.Welcome, 1),
 		sysReady: make(chan struct{}),
 		exit:     make(chan int, 1),
@@ -132,9 +133,7 @@ func childMain(cookieHex string) int {
 		return exitLost
 	}
 	close(c.sysReady)
-	if w.HeartbeatMS > 0 {
-		go c.heartbeat(time.Duration(w.HeartbeatMS) * time.Millisecond)
-	}
+	go c.heartbeat(time.Duration(w.HeartbeatMS) * time.Millisecond)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
 	go func() {
@@ -157,6 +156,7 @@ type child struct {
 	sysReady chan struct{}
 	exit     chan int
 
+	disp     *inlineDispatcher // the worker actor's, unless its Props bring one
 	worker   atomic.Pointer[worker]
 	termOnce sync.Once
 	term     chan struct{}
@@ -165,7 +165,19 @@ type child struct {
 
 func (c *child) read() {
 	state := 0 // 0: awaiting Welcome; 1: awaiting Assign; 2: running
+	batch := false
+	yield := func() func() {
+		if !batch {
+			return nil
+		}
+		batch = false
+		return c.disp.yield()
+	}
 	err := c.conn.ReadLoop(func(k bridge.Kind, body []byte) error {
+		if !batch && (k == bridge.KindAssign || k == bridge.KindTell || k == bridge.KindRequest) {
+			batch = true // the worker's mailbox runs, if these schedule it, are for yield
+			c.disp.batch()
+		}
 		switch {
 		case k == bridge.KindHeartbeat:
 			return bridge.ParseEmpty(k, body)
@@ -203,7 +215,7 @@ func (c *child) read() {
 			return c.ep.Handle(k, body)
 		}
 		return &bridge.ProtocolError{Kind: k, Reason: "unexpected in this state"}
-	}, true)
+	}, true, yield)
 	// The postmaster is gone (EOF) or broke the protocol: nothing left to
 	// serve. PostgreSQL's children exit the same way on postmaster death.
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -225,10 +237,27 @@ func killGroupAndExit() {
 	os.Exit(exitLost)
 }
 
+// loanLimit is how long the worker actor may run on the bridge's reading
+// goroutine (inlineDispatcher) before reading moves to another goroutine;
+// checked at every heartbeat.
+var loanLimit = time.Second // a variable only for tests that must rule the watchdog out
+
+// heartbeat sends a heartbeat every interval (none when it is 0) and
+// watches the reading goroutine's loans to the worker actor.
 func (c *child) heartbeat(every time.Duration) {
-	t := time.NewTicker(every)
+	tick := every
+	if tick <= 0 || tick > loanLimit {
+		tick = loanLimit
+	}
+	t := time.NewTicker(tick)
 	defer t.Stop()
-	for range t.C {
+	last := time.Now()
+	for now := range t.C {
+		c.conn.CheckLoan(loanLimit)
+		if every <= 0 || now.Sub(last) < every-tick/2 {
+			continue
+		}
+		last = now
 		if err := c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
 			return
 		}
@@ -304,10 +333,13 @@ func (c *child) start(a bridge.Assign) error {
 	// each message after the actor with one method call. A receiver
 	// middleware would allocate an envelope per message, so it is used
 	// only when the worker's Props bring a mailbox of their own.
-	if propsHaveMailbox(props) {
+	if propsHave(props, "mailboxProducer") {
 		props = props.Configure(actor.WithReceiverMiddleware(w.lifecycle))
 	} else {
 		props = props.Configure(actor.WithMailbox(actor.Unbounded(&lifecycleProbe{onStarted: w.started, onStop: w.checkStopped})))
+	}
+	if !propsHave(props, "dispatcher") {
+		props = props.Configure(actor.WithDispatcher(c.disp))
 	}
 	w.self.Store(c.system.NewLocalPID(workerActorName)) // before Ready: the host may send at once
 	pid, err := c.system.Root.WithGuardian(crashStrategy{c}).SpawnNamed(props, workerActorName)
@@ -486,15 +518,62 @@ func (l *lifecycleProbe) MessageReceived(m any) {
 	}
 }
 
-// propsHaveMailbox reports whether p configures a mailbox (WithMailbox).
-// Props hide the field; if its layout is not the expected one, the answer
-// is true, the safe side (the receiver-middleware form).
-func propsHaveMailbox(p *actor.Props) bool {
-	f := reflect.ValueOf(p).Elem().FieldByName("mailboxProducer")
-	if !f.IsValid() || f.Kind() != reflect.Func {
+// propsHave reports whether p sets the named field: "mailboxProducer"
+// (WithMailbox) or "dispatcher" (WithDispatcher). Props hide their fields;
+// if the field is not there as expected, the answer is true, the safe side
+// (the worker's Props are left as they are).
+func propsHave(p *actor.Props, field string) bool {
+	f := reflect.ValueOf(p).Elem().FieldByName(field)
+	if !f.IsValid() || (f.Kind() != reflect.Func && f.Kind() != reflect.Interface) {
 		return true
 	}
 	return !f.IsNil()
+}
+
+// inlineDispatcher is the worker actor's dispatcher. A mailbox run that
+// the bridge reader's frames scheduled (a message from the host, the
+// Started of an assigned worker) is held for the reader, which at the end
+// of its batch hands reading to a new goroutine and runs the mailbox
+// itself (Conn.ReadLoop's yield): the message reaches the actor without
+// waiting for a goroutine to be scheduled, which on a small machine is
+// most of a round trip. Reading goes on meanwhile, so an actor that waits
+// for the host (a request of its own) is still answered. Any other run (a
+// timer, a self-send, a message from another actor) starts on a new
+// goroutine, as with protoactor's default dispatcher.
+type inlineDispatcher struct {
+	throughput int
+	mu         sync.Mutex
+	reading    bool   // the reader is handling a batch of frames
+	held       func() // a mailbox run scheduled during the batch
+}
+
+func (d *inlineDispatcher) Throughput() int { return d.throughput }
+
+func (d *inlineDispatcher) Schedule(fn func()) {
+	d.mu.Lock()
+	if d.reading && d.held == nil {
+		d.held = fn
+		d.mu.Unlock()
+		return
+	}
+	d.mu.Unlock()
+	go fn()
+}
+
+// batch marks the start of the reader's handling of frames for the worker.
+func (d *inlineDispatcher) batch() {
+	d.mu.Lock()
+	d.reading = true
+	d.mu.Unlock()
+}
+
+// yield ends the batch and returns the mailbox run it scheduled, if any.
+func (d *inlineDispatcher) yield() func() {
+	d.mu.Lock()
+	fn := d.held
+	d.held, d.reading = nil, false
+	d.mu.Unlock()
+	return fn
 }
 
 // runActor adapts a RunFunc to an actor: the function runs on its own

@@ -67,6 +67,9 @@ type Conn struct {
 
 	fdmu sync.Mutex
 	fds  []int // descriptors received with SCM_RIGHTS, in arrival order
+
+	loop *frameLoop           // the read loop, set when it first lends its goroutine
+	loan atomic.Pointer[loan] // the work the reading goroutine is running, if any
 }
 
 // NewConn wraps a connected unix socket and starts its writer goroutine.
@@ -382,75 +385,199 @@ type Handler func(k Kind, body []byte) error
 // handler error, and returns that error (nil on a clean EOF at a frame
 // boundary; io.ErrUnexpectedEOF inside a frame). acceptFDs lets the peer
 // pass descriptors; otherwise received descriptors are closed at once.
-func (c *Conn) ReadLoop(h Handler, acceptFDs bool) error {
-	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(4*4))
-	r, w := 0, 0 // unread bytes are buf[r:w]
+//
+// After each batch of frames (every whole frame the last read brought),
+// before reading again, ReadLoop calls yield if it is not nil. When yield
+// returns work (a mailbox run the batch scheduled), the reading goroutine
+// runs it before reading on: the message reaches its actor with no
+// hand-off to another goroutine. Reading must not stop while the work
+// waits for something still to be read, so the loop moves to a new
+// goroutine when the work calls KeepReading (before it waits for a
+// response), or when a watchdog finds it running too long (CheckLoan);
+// the lending goroutine then finishes the work and leaves. ReadLoop
+// returns when the loop ends, on whichever goroutine.
+func (c *Conn) ReadLoop(h Handler, acceptFDs bool, yield func() (work func())) error {
+	rd := &frameLoop{c: c, h: h, accept: acceptFDs, yield: yield,
+		buf: make([]byte, 64<<10), oob: make([]byte, unix.CmsgSpace(4*4)), done: make(chan error, 1)}
+	if handedOff, err := rd.run(); !handedOff {
+		return err
+	}
+	return <-rd.done
+}
+
+// pipelineFrames is the batch size from which yield's work runs beside a
+// new reading goroutine instead of on the reading one: a stream of tells
+// is then read and handled in parallel, while a request or a few messages
+// are handled at once, without a hand-off.
+const pipelineFrames = 32
+
+// loan is one run of yield's work on the reading goroutine.
+type loan struct {
+	start     time.Time
+	mu        sync.Mutex
+	done      bool // the work returned
+	handedOff bool // the loop moved to a new goroutine
+}
+
+// KeepReading makes sure frames are read while the caller waits for one:
+// if the reading goroutine is running work (ReadLoop's yield), reading
+// moves to a new goroutine now. Cheap when it is not.
+func (c *Conn) KeepReading() {
+	if l := c.loan.Load(); l != nil {
+		c.loop.handOff(l)
+	}
+}
+
+// CheckLoan moves reading to a new goroutine if the reading goroutine has
+// been running work for longer than limit: the watchdog for work that
+// waits on the bridge without KeepReading. It needs no timer per loan
+// (arming one would wake an idle thread on every message).
+func (c *Conn) CheckLoan(limit time.Duration) {
+	if l := c.loan.Load(); l != nil && time.Since(l.start) > limit {
+		c.loop.handOff(l)
+	}
+}
+
+// frameLoop is the state of one ReadLoop, passed from goroutine to goroutine
+// when the loop hands off.
+type frameLoop struct {
+	c      *Conn
+	h      Handler
+	accept bool
+	yield  func() func()
+	buf    []byte
+	oob    []byte
+	r, w   int // unread bytes are buf[r:w]
+	done   chan error
+}
+
+// handOff moves the loop to a new goroutine if l is still running.
+func (rd *frameLoop) handOff(l *loan) {
+	l.mu.Lock()
+	if !l.done && !l.handedOff {
+		l.handedOff = true
+		go rd.resume()
+	}
+	l.mu.Unlock()
+}
+
+// lend runs work on the reading goroutine and reports whether the loop
+// moved to another goroutine meanwhile.
+func (rd *frameLoop) lend(work func()) (handedOff bool) {
+	l := &loan{start: time.Now()}
+	rd.c.loop = rd
+	rd.c.loan.Store(l)
+	work()
+	rd.c.loan.CompareAndSwap(l, nil)
+	l.mu.Lock()
+	l.done = true
+	handedOff = l.handedOff
+	l.mu.Unlock()
+	return handedOff
+}
+
+// run reads until the loop ends (handedOff false, its result) or until it
+// hands the loop to a new goroutine and has run the work yield gave it
+// (handedOff true; the loop's result will arrive on rd.done).
+func (rd *frameLoop) run() (handedOff bool, err error) {
+	c := rd.c
 	for {
 		// Hand out every whole frame in the buffer.
-		frames, r0 := uint64(0), r
+		frames, r0 := uint64(0), rd.r
 		for {
-			k, body, n, err := SplitFrame(buf[r:w], c.maxFrame)
+			k, body, n, err := SplitFrame(rd.buf[rd.r:rd.w], c.maxFrame)
 			if err != nil {
-				c.countIn(frames, r-r0)
-				return err
+				c.countIn(frames, rd.r-r0)
+				return false, err
 			}
 			if n == 0 {
 				break
 			}
 			frames++
-			if err := h(k, body); err != nil {
-				c.countIn(frames, r+n-r0)
-				return err
+			if err := rd.h(k, body); err != nil {
+				c.countIn(frames, rd.r+n-r0)
+				return false, err
 			}
-			r += n
+			rd.r += n
 		}
-		c.countIn(frames, r-r0)
-		// Make room: compact, and grow to the frame's announced size
-		// (already checked against the cap by SplitFrame).
-		if r == w {
-			r, w = 0, 0
-		} else if r > 0 && (len(buf)-w < 4096) {
-			copy(buf, buf[r:w])
-			w -= r
-			r = 0
-		}
-		if w-r >= 4 {
-			need := 4 + int(uint32(buf[r])|uint32(buf[r+1])<<8|uint32(buf[r+2])<<16|uint32(buf[r+3])<<24)
-			if need > len(buf)-r {
-				nb := make([]byte, max(need, 2*len(buf)))
-				copy(nb, buf[r:w])
-				w -= r
-				r = 0
-				buf = nb
-			}
-		}
-		if c.ReadTimeout > 0 {
-			c.uc.SetReadDeadline(time.Now().Add(c.ReadTimeout))
-		}
-		n, oobn, _, _, err := c.uc.ReadMsgUnix(buf[w:], oob)
-		if oobn > 0 {
-			c.takeRights(oob[:oobn], acceptFDs)
-		}
-		w += n
-		if err != nil {
-			// A peer that exits with our frames unread makes Linux answer
-			// with a reset instead of EOF: for the reader it is the same end.
-			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-				if r != w {
-					return io.ErrUnexpectedEOF
+		c.countIn(frames, rd.r-r0)
+		if frames > 0 && rd.yield != nil {
+			if work := rd.yield(); work != nil {
+				if frames >= pipelineFrames {
+					// A long batch: read the next one while this one is
+					// handled, on the other core.
+					go rd.resume()
+					work()
+					return true, nil
 				}
-				return nil
+				if rd.lend(work) {
+					return true, nil
+				}
 			}
-			return err
 		}
-		if n == 0 {
-			if r != w {
-				return io.ErrUnexpectedEOF
-			}
-			return nil
+		if end, err := rd.fill(); end {
+			return false, err
 		}
 	}
+}
+
+// resume continues a handed-off loop on a new goroutine.
+func (rd *frameLoop) resume() {
+	if handedOff, err := rd.run(); !handedOff {
+		rd.done <- err
+	}
+}
+
+// fill makes room in the buffer and reads once more; end reports the end
+// of the loop with its result.
+func (rd *frameLoop) fill() (end bool, err error) {
+	c := rd.c
+	// Make room: compact, and grow to the frame's announced size (already
+	// checked against the cap by SplitFrame).
+	if rd.r == rd.w {
+		rd.r, rd.w = 0, 0
+	} else if rd.r > 0 && (len(rd.buf)-rd.w < 4096) {
+		copy(rd.buf, rd.buf[rd.r:rd.w])
+		rd.w -= rd.r
+		rd.r = 0
+	}
+	if rd.w-rd.r >= 4 {
+		b := rd.buf[rd.r:]
+		need := 4 + int(uint32(b[0])|uint32(b[1])<<8|uint32(b[2])<<16|uint32(b[3])<<24)
+		if need > len(rd.buf)-rd.r {
+			nb := make([]byte, max(need, 2*len(rd.buf)))
+			copy(nb, rd.buf[rd.r:rd.w])
+			rd.w -= rd.r
+			rd.r = 0
+			rd.buf = nb
+		}
+	}
+	if c.ReadTimeout > 0 {
+		c.uc.SetReadDeadline(time.Now().Add(c.ReadTimeout))
+	}
+	n, oobn, _, _, err := c.uc.ReadMsgUnix(rd.buf[rd.w:], rd.oob)
+	if oobn > 0 {
+		c.takeRights(rd.oob[:oobn], rd.accept)
+	}
+	rd.w += n
+	if err != nil {
+		// A peer that exits with our frames unread makes Linux answer with
+		// a reset instead of EOF: for the reader it is the same end.
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			if rd.r != rd.w {
+				return true, io.ErrUnexpectedEOF
+			}
+			return true, nil
+		}
+		return true, err
+	}
+	if n == 0 {
+		if rd.r != rd.w {
+			return true, io.ErrUnexpectedEOF
+		}
+		return true, nil
+	}
+	return false, nil
 }
 
 // countIn adds frames handed out by ReadLoop to the statistics, once per

@@ -9,8 +9,10 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +51,7 @@ func newPair(t *testing.T, maxFrame int) (a, b *Conn) {
 // readLoop runs c.ReadLoop in a goroutine and returns its result channel.
 func readLoop(c *Conn, h Handler, acceptFDs bool) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- c.ReadLoop(h, acceptFDs) }()
+	go func() { done <- c.ReadLoop(h, acceptFDs, nil) }()
 	return done
 }
 
@@ -294,7 +296,7 @@ func TestConnReadTimeout(t *testing.T) {
 			}
 			frames := 0
 			start := time.Now()
-			err := b.ReadLoop(func(Kind, []byte) error { frames++; return nil }, false)
+			err := b.ReadLoop(func(Kind, []byte) error { frames++; return nil }, false, nil)
 			elapsed := time.Since(start)
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Errorf("ReadLoop = %v, want an error wrapping os.ErrDeadlineExceeded", err)
@@ -500,6 +502,105 @@ func TestConnBatchAliasing(t *testing.T) {
 			a.Close()
 			peer.Close()
 			goleak.VerifyNone(t)
+		})
+	}
+}
+
+// TestReadLoopLends runs yield's work on the reading goroutine and moves
+// reading elsewhere when the work waits for a later frame: through
+// KeepReading, or through the watchdog (CheckLoan). Without the move the
+// work would wait forever. Every frame is handled once, in order, and the
+// first ReadLoop call returns the loop's end (nil at EOF) after its
+// goroutine handed reading off.
+func TestReadLoopLends(t *testing.T) {
+	for _, how := range []string{"KeepReading", "CheckLoan", "pipelined"} {
+		t.Run(how, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			a, b := newPair(t, 0)
+			defer a.Close()
+			defer b.Close()
+			var got []uint64
+			var mu sync.Mutex
+			second := make(chan struct{})
+			var pending bool
+			var works atomic.Int32
+			block := make(chan struct{}, 1)
+			h := func(k Kind, body []byte) error {
+				seq := binary.LittleEndian.Uint64(body)
+				mu.Lock()
+				got = append(got, seq)
+				mu.Unlock()
+				if seq == 1 {
+					pending = true
+				}
+				if seq == 2 {
+					close(second)
+				}
+				return nil
+			}
+			yield := func() func() {
+				if !pending {
+					return nil
+				}
+				pending = false
+				return func() {
+					works.Add(1)
+					block <- struct{}{}
+					<-second // a frame still to be read
+				}
+			}
+			done := make(chan error, 1)
+			go func() { done <- b.ReadLoop(h, false, yield) }()
+			send := func(seq uint64) {
+				if err := a.Send(func(buf []byte) []byte {
+					buf, s := begin(buf, KindTell)
+					return end(binary.LittleEndian.AppendUint64(buf, seq), s)
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send(1)
+			if how == "pipelined" {
+				for seq := uint64(100); seq < 100+pipelineFrames; seq++ {
+					send(seq) // may or may not join frame 1's batch
+				}
+			}
+			<-block // the work runs and waits
+			switch how {
+			case "KeepReading":
+				b.KeepReading()
+			case "CheckLoan":
+				b.CheckLoan(0)
+			case "pipelined":
+				b.CheckLoan(0) // in case frame 1 came alone
+			}
+			send(2)
+			for seq := uint64(3); seq <= 1000; seq++ {
+				send(seq)
+			}
+			if err := a.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("ReadLoop = %v, want nil at EOF", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := []uint64{1}
+			if how == "pipelined" {
+				for seq := uint64(100); seq < 100+pipelineFrames; seq++ {
+					want = append(want, seq)
+				}
+			}
+			for seq := uint64(2); seq <= 1000; seq++ {
+				want = append(want, seq)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("frames handled %v…, want %v… (%d vs %d)", got[:min(8, len(got))], want[:8], len(got), len(want))
+			}
+			if works.Load() != 1 {
+				t.Fatalf("work ran %d times, want 1", works.Load())
+			}
 		})
 	}
 }

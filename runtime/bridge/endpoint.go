@@ -204,6 +204,9 @@ func (e *Endpoint) request(target string, msg any, sender *actor.PID) error {
 	}
 	e.pending[id] = sender
 	e.mu.Unlock()
+	// The sender waits for a frame still to be read: if it runs on the
+	// reading goroutine (ReadLoop's yield), reading must go on elsewhere.
+	e.conn.KeepReading()
 	err := e.send(true, KindRequest, uint64(id), target, msg)
 	if err != nil {
 		e.mu.Lock()
