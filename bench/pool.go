@@ -127,7 +127,7 @@ func (c *poolLogCounts) report(suite string) {
 // ---- event recorder ----
 
 // poolRec records a runtime's events in publish order; the subscriber only
-// appends (it runs on the postmaster's goroutine).
+// appends (it runs inside the postmaster's work).
 type poolRec struct {
 	mu   sync.Mutex
 	evs  []bgw.Event
@@ -338,7 +338,8 @@ func poolStarts(ctx context.Context, warm, cold *bgw.Runtime, wrec *poolRec, n i
 				wrec.mu.Lock()
 				for _, e := range wrec.evs {
 					we, ok := e.(bgw.WorkerEvent)
-					if !ok || we.Name != "pool-warm" || we.Incarnation != 1 {
+					// Pending comes before the first incarnation (0), the rest with it (1).
+					if !ok || we.Name != "pool-warm" || we.Incarnation > 1 {
 						continue
 					}
 					switch we.To {

@@ -127,7 +127,7 @@ type waiter struct {
 const exitHistory = 8
 
 // slot is one worker's entry in the postmaster's table. Only the
-// postmaster's goroutine touches it.
+// postmaster touches it, while it handles a message (row excepted).
 type slot struct {
 	spec    actors.Spec
 	code    string // registered name of the code the child runs
@@ -456,7 +456,15 @@ func (pm *postmaster) startWorker(ctx actor.Context, sp actors.Spec, code string
 	pm.rt.log.Info("runtime: dynamic worker registered", "worker", sp.Name, "type", sp.TypeName())
 	if sp.StartPhase() <= pm.phase {
 		pm.setState(s, Pending, nil)
-		pm.enqueue(ctx, s)
+		if pm.tickQueued {
+			pm.enqueue(ctx, s) // the queued iteration will see it
+		} else {
+			// The server loop is idle: run its iteration now rather than
+			// after one more pass through the mailbox.
+			s.queued = true
+			pm.queue = append(pm.queue, s)
+			pm.serverLoop(ctx)
+		}
 	}
 	return startReply{gen: s.gen}
 }

@@ -50,7 +50,7 @@ type proc struct {
 	segment  *os.File
 	slotName string // the worker it runs; "" while idle
 
-	// Owned by the postmaster's goroutine.
+	// Owned by the postmaster (touched only while it handles a message).
 	slot      *slot
 	inc       uint64
 	cause     string
@@ -260,10 +260,10 @@ func (p *proc) read() {
 		case state == 1 && k == bridge.KindIdle:
 			state = 2
 			p.conn.ReadTimeout = p.rt.cfg.HeartbeatTimeout
-			p.rt.tell(msgProcIdle{p: p})
+			p.rt.tellAndRun(msgProcIdle{p: p})
 			return bridge.ParseEmpty(k, body)
 		case state == 2 && k == bridge.KindReady:
-			p.rt.tell(msgProcReady{p: p})
+			p.rt.tellAndRun(msgProcReady{p: p})
 			return bridge.ParseEmpty(k, body)
 		case k == bridge.KindHeartbeat:
 			return bridge.ParseEmpty(k, body)
@@ -359,7 +359,7 @@ func (p *proc) wait() {
 	goodbye, readErr := p.goodbye, p.readErr
 	p.mu.Unlock()
 	<-p.adopted // the spawn is reported before the exit
-	p.rt.tell(msgProcExited{p: p, status: p.cmd.ProcessState.Sys().(syscall.WaitStatus), goodbye: goodbye, readErr: readErr, at: time.Now()})
+	p.rt.tellAndRun(msgProcExited{p: p, status: p.cmd.ProcessState.Sys().(syscall.WaitStatus), goodbye: goodbye, readErr: readErr, at: time.Now()})
 }
 
 // output logs the child's stdout and stderr line by line, each line capped,

@@ -148,6 +148,7 @@ type Runtime struct {
 	exe     string
 	system  *actor.ActorSystem
 	pmPID   *actor.PID
+	pmDisp  pmDispatcher
 	pm      *postmaster
 	spawner *spawner
 	metrics *metrics
@@ -263,13 +264,14 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		rt.http = h
 	}
 	rt.spawner = newSpawner(rt, rt.cfg.MaxWorkers+64)
-	rt.pmPID = rt.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return rt.pm }))
+	rt.pmPID = rt.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return rt.pm }).
+		Configure(actor.WithDispatcher(&rt.pmDisp)))
 	if rt.cfg.HandleSignals {
 		rt.handleSignals()
 	}
 	rt.startNotify()
 	reply := make(chan error, 1)
-	rt.tell(msgStart{reply: reply})
+	rt.tellAndRun(msgStart{reply: reply})
 	return rt.await(ctx, reply)
 }
 
@@ -309,6 +311,57 @@ func (rt *Runtime) handleSignals() {
 
 // tell sends a message to the postmaster.
 func (rt *Runtime) tell(m pmMsg) { rt.system.Root.Send(rt.pmPID, m) }
+
+// tellAndRun sends m to the postmaster from a goroutine that will wait
+// for it anyway (an API call, a reader reporting a child's progress): if
+// the postmaster is idle, this goroutine runs its mailbox itself.
+func (rt *Runtime) tellAndRun(m pmMsg) {
+	rt.pmDisp.hold()
+	rt.tell(m)
+	rt.pmDisp.release()
+}
+
+// pmDispatcher runs the postmaster's mailbox. Like protoactor's default
+// dispatcher it starts a goroutine for each mailbox run, except when the
+// run was scheduled while a goroutine held it (tellAndRun): that goroutine
+// runs the mailbox itself, saving a thread's wake-up, about 0.1 ms on a
+// small virtual machine. The postmaster never blocks, so any goroutine
+// without locks held may run it; the spawner's locked thread never does.
+type pmDispatcher struct {
+	mu      sync.Mutex
+	holders int
+	held    func()
+}
+
+func (d *pmDispatcher) Throughput() int { return 300 }
+
+func (d *pmDispatcher) Schedule(fn func()) {
+	d.mu.Lock()
+	if d.holders > 0 && d.held == nil {
+		d.held = fn
+		d.mu.Unlock()
+		return
+	}
+	d.mu.Unlock()
+	go fn()
+}
+
+func (d *pmDispatcher) hold() {
+	d.mu.Lock()
+	d.holders++
+	d.mu.Unlock()
+}
+
+func (d *pmDispatcher) release() {
+	d.mu.Lock()
+	d.holders--
+	fn := d.held
+	d.held = nil
+	d.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
 
 // check reports whether the runtime accepts requests.
 func (rt *Runtime) check() error {
@@ -358,7 +411,7 @@ func (rt *Runtime) Advance(ctx context.Context, p phases.Phase) error {
 		return err
 	}
 	reply := make(chan error, 1)
-	rt.tell(msgAdvance{phase: p, reply: reply})
+	rt.tellAndRun(msgAdvance{phase: p, reply: reply})
 	return rt.await(ctx, reply)
 }
 
@@ -381,7 +434,7 @@ func (rt *Runtime) StartWorker(ctx context.Context, spec actors.Spec) (*Handle, 
 		return nil, err
 	}
 	reply := make(chan startReply, 1)
-	rt.tell(msgStartWorker{spec: spec, code: code, reply: reply})
+	rt.tellAndRun(msgStartWorker{spec: spec, code: code, reply: reply})
 	r, err := await(ctx, rt, reply)
 	if err != nil {
 		return nil, err
@@ -472,7 +525,7 @@ func (rt *Runtime) wait(ctx context.Context, name string, gen uint64, started bo
 		return waitReply{}, err
 	}
 	reply := make(chan waitReply, 1)
-	rt.tell(msgWait{name: name, gen: gen, started: started, reply: reply})
+	rt.tellAndRun(msgWait{name: name, gen: gen, started: started, reply: reply})
 	r, err := await(ctx, rt, reply)
 	if err != nil {
 		return r, err
@@ -485,7 +538,7 @@ func (rt *Runtime) stop(ctx context.Context, name string, gen uint64) error {
 		return err
 	}
 	reply := make(chan error, 1)
-	rt.tell(msgStop{name: name, gen: gen, reply: reply})
+	rt.tellAndRun(msgStop{name: name, gen: gen, reply: reply})
 	return rt.await(ctx, reply)
 }
 
@@ -494,7 +547,7 @@ func (rt *Runtime) watch(ctx context.Context, name string, gen uint64, pid *acto
 		return err
 	}
 	reply := make(chan error, 1)
-	rt.tell(msgWatch{name: name, gen: gen, pid: pid, reply: reply})
+	rt.tellAndRun(msgWatch{name: name, gen: gen, pid: pid, reply: reply})
 	return rt.await(ctx, reply)
 }
 
@@ -636,7 +689,9 @@ func (rt *Runtime) resolveExposed(target string) (*actor.PID, error) {
 }
 
 // Subscribe calls fn with every Event until the returned function is
-// called. fn runs on the postmaster's goroutine: it must be quick and must
+// called. fn runs inside the postmaster's handling of a message, one call
+// at a time, in order (on whichever goroutine runs the postmaster's
+// mailbox at that moment): it must be quick and must
 // not call the runtime, except Workers, which does not wait for the
 // postmaster and already shows the change the event reports.
 func (rt *Runtime) Subscribe(fn func(Event)) (unsubscribe func()) {

@@ -142,7 +142,7 @@ func TestRow32StormOf200Workers(t *testing.T) {
 // StartsPerIteration k, the postmaster starts k pending workers, then
 // yields to its mailbox. A status query queued while it starts the first
 // worker of a batch of 20 (from a subscriber, which runs on the
-// postmaster's goroutine) is answered after exactly k starts, before the
+// postmaster's mailbox run) is answered after exactly k starts, before the
 // rest; every worker is still started afterwards.
 func TestRow32StartsPerIteration(t *testing.T) {
 	for _, tc := range []struct {
@@ -224,7 +224,7 @@ func TestRow32StartsPerIteration(t *testing.T) {
 }
 
 // Workers reads published rows, not the postmaster's mailbox: a
-// subscriber, which runs on the postmaster's goroutine, can call it
+// subscriber, which runs inside the postmaster's mailbox run, can call it
 // without deadlock, and the row of every worker already shows the state
 // (and pid) its event reports.
 func TestWorkersRowsPublishedBeforeEvents(t *testing.T) {
@@ -253,7 +253,12 @@ func TestWorkersRowsPublishedBeforeEvents(t *testing.T) {
 	})
 	defer unsub()
 	_, pid := h.start("rows-a", "fault", "run", nil)
-	h.start("rows-b", "fault", "exit1", func(s *actors.Spec) { s.Restart = actors.Fixed(0) })
+	// rows-b exits 1 at once and is restarted: many quick transitions.
+	if _, err := h.rt.StartWorker(ctx(t), actors.Spec{Name: "rows-b", Type: "fault", Arg: []byte("exit1"),
+		StartAt: phases.PostmasterStart, Restart: actors.Fixed(0), Intensity: actors.Intensity{MaxRestarts: -1}}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("rows-b", Running)
 	syscall.Kill(pid, syscall.SIGKILL)
 	h.waitState("rows-a", Crashed)
 	h.waitState("rows-a", Running)

@@ -58,7 +58,7 @@ func (b *board) get(name string) *row {
 	return r
 }
 
-// event is the runtime subscriber: it runs on the postmaster's goroutine,
+// event is the runtime subscriber: it runs inside the postmaster's work,
 // so it only updates the model and marks the table dirty.
 func (b *board) event(e runtime.Event) {
 	b.mu.Lock()
