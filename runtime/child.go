@@ -173,7 +173,7 @@ func (c *child) read() {
 		batch = false
 		return c.disp.yield()
 	}
-	err := c.conn.ReadLoop(func(k bridge.Kind, body []byte) error {
+	c.conn.ReadLoopLending(func(k bridge.Kind, body []byte) error {
 		if !batch && (k == bridge.KindAssign || k == bridge.KindTell || k == bridge.KindRequest) {
 			batch = true // the worker's mailbox runs, if these schedule it, are for yield
 			c.disp.batch()
@@ -215,13 +215,16 @@ func (c *child) read() {
 			return c.ep.Handle(k, body)
 		}
 		return &bridge.ProtocolError{Kind: k, Reason: "unexpected in this state"}
-	}, true, yield)
-	// The postmaster is gone (EOF) or broke the protocol: nothing left to
-	// serve. PostgreSQL's children exit the same way on postmaster death.
-	if err != nil && !errors.Is(err, io.EOF) {
-		fmt.Fprintf(os.Stderr, "bgworker: bridge: %v\n", err)
-	}
-	killGroupAndExit()
+	}, true, yield, func(err error) {
+		// The postmaster is gone (EOF) or broke the protocol: nothing left
+		// to serve. PostgreSQL's children exit the same way on postmaster
+		// death. This runs wherever reading ends, even while the worker
+		// actor still holds the goroutine that began it.
+		if err != nil && !errors.Is(err, io.EOF) {
+			fmt.Fprintf(os.Stderr, "bgworker: bridge: %v\n", err)
+		}
+		killGroupAndExit()
+	})
 }
 
 // killGroupAndExit ends the child's process group (this process, the group
@@ -534,7 +537,7 @@ func propsHave(p *actor.Props, field string) bool {
 // the bridge reader's frames scheduled (a message from the host, the
 // Started of an assigned worker) is held for the reader, which at the end
 // of its batch hands reading to a new goroutine and runs the mailbox
-// itself (Conn.ReadLoop's yield): the message reaches the actor without
+// itself (Conn.ReadLoopLending's yield): the message reaches the actor without
 // waiting for a goroutine to be scheduled, which on a small machine is
 // most of a round trip. Reading goes on meanwhile, so an actor that waits
 // for the host (a request of its own) is still answered. Any other run (a

@@ -280,7 +280,7 @@ func (p *proc) read() {
 			return p.ep.Handle(k, body)
 		}
 		return &bridge.ProtocolError{Kind: k, Reason: "unexpected in this state"}
-	}, false, nil)
+	}, false)
 	p.ep.Close()
 	p.mu.Lock()
 	saidGoodbye := p.goodbye >= 0

@@ -385,6 +385,16 @@ type Handler func(k Kind, body []byte) error
 // handler error, and returns that error (nil on a clean EOF at a frame
 // boundary; io.ErrUnexpectedEOF inside a frame). acceptFDs lets the peer
 // pass descriptors; otherwise received descriptors are closed at once.
+func (c *Conn) ReadLoop(h Handler, acceptFDs bool) error {
+	_, err := c.newFrameLoop(h, acceptFDs, nil, nil).run() // no yield: never hands off
+	return err
+}
+
+// ReadLoopLending is ReadLoop that lends its goroutine to work caused by
+// the frames; ended gets the loop's result, once, on the goroutine where
+// the loop ends. It returns when the calling goroutine is done with the
+// loop: the loop ended on it, or it handed reading off and its work
+// returned.
 //
 // After each batch of frames (every whole frame the last read brought),
 // before reading again, ReadLoop calls yield if it is not nil. When yield
@@ -394,15 +404,15 @@ type Handler func(k Kind, body []byte) error
 // waits for something still to be read, so the loop moves to a new
 // goroutine when the work calls KeepReading (before it waits for a
 // response), or when a watchdog finds it running too long (CheckLoan);
-// the lending goroutine then finishes the work and leaves. ReadLoop
-// returns when the loop ends, on whichever goroutine.
-func (c *Conn) ReadLoop(h Handler, acceptFDs bool, yield func() (work func())) error {
-	rd := &frameLoop{c: c, h: h, accept: acceptFDs, yield: yield,
-		buf: make([]byte, 64<<10), oob: make([]byte, unix.CmsgSpace(4*4)), done: make(chan error, 1)}
-	if handedOff, err := rd.run(); !handedOff {
-		return err
-	}
-	return <-rd.done
+// the lending goroutine then finishes the work and leaves: work that
+// never returns cannot delay ended.
+func (c *Conn) ReadLoopLending(h Handler, acceptFDs bool, yield func() (work func()), ended func(error)) {
+	c.newFrameLoop(h, acceptFDs, yield, ended).resume()
+}
+
+func (c *Conn) newFrameLoop(h Handler, acceptFDs bool, yield func() func(), ended func(error)) *frameLoop {
+	return &frameLoop{c: c, h: h, accept: acceptFDs, yield: yield, ended: ended,
+		buf: make([]byte, 64<<10), oob: make([]byte, unix.CmsgSpace(4*4))}
 }
 
 // pipelineFrames is the batch size from which yield's work runs beside a
@@ -448,7 +458,7 @@ type frameLoop struct {
 	buf    []byte
 	oob    []byte
 	r, w   int // unread bytes are buf[r:w]
-	done   chan error
+	ended  func(error)
 }
 
 // handOff moves the loop to a new goroutine if l is still running.
@@ -521,10 +531,11 @@ func (rd *frameLoop) run() (handedOff bool, err error) {
 	}
 }
 
-// resume continues a handed-off loop on a new goroutine.
+// resume runs the loop on this goroutine until it ends here (then calls
+// ended) or moves on.
 func (rd *frameLoop) resume() {
 	if handedOff, err := rd.run(); !handedOff {
-		rd.done <- err
+		rd.ended(err)
 	}
 }
 

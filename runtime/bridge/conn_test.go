@@ -51,7 +51,7 @@ func newPair(t *testing.T, maxFrame int) (a, b *Conn) {
 // readLoop runs c.ReadLoop in a goroutine and returns its result channel.
 func readLoop(c *Conn, h Handler, acceptFDs bool) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- c.ReadLoop(h, acceptFDs, nil) }()
+	go func() { done <- c.ReadLoop(h, acceptFDs) }()
 	return done
 }
 
@@ -296,7 +296,7 @@ func TestConnReadTimeout(t *testing.T) {
 			}
 			frames := 0
 			start := time.Now()
-			err := b.ReadLoop(func(Kind, []byte) error { frames++; return nil }, false, nil)
+			err := b.ReadLoop(func(Kind, []byte) error { frames++; return nil }, false)
 			elapsed := time.Since(start)
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Errorf("ReadLoop = %v, want an error wrapping os.ErrDeadlineExceeded", err)
@@ -510,8 +510,8 @@ func TestConnBatchAliasing(t *testing.T) {
 // reading elsewhere when the work waits for a later frame: through
 // KeepReading, or through the watchdog (CheckLoan). Without the move the
 // work would wait forever. Every frame is handled once, in order, and the
-// first ReadLoop call returns the loop's end (nil at EOF) after its
-// goroutine handed reading off.
+// loop's end (nil at EOF) reaches ended while the work still holds the
+// goroutine that began the loop (the work waits for it).
 func TestReadLoopLends(t *testing.T) {
 	for _, how := range []string{"KeepReading", "CheckLoan", "pipelined"} {
 		t.Run(how, func(t *testing.T) {
@@ -522,6 +522,7 @@ func TestReadLoopLends(t *testing.T) {
 			var got []uint64
 			var mu sync.Mutex
 			second := make(chan struct{})
+			endedCh := make(chan struct{})
 			var pending bool
 			var works atomic.Int32
 			block := make(chan struct{}, 1)
@@ -546,11 +547,12 @@ func TestReadLoopLends(t *testing.T) {
 				return func() {
 					works.Add(1)
 					block <- struct{}{}
-					<-second // a frame still to be read
+					<-second  // a frame still to be read
+					<-endedCh // the end of the loop, from another goroutine
 				}
 			}
 			done := make(chan error, 1)
-			go func() { done <- b.ReadLoop(h, false, yield) }()
+			go b.ReadLoopLending(h, false, yield, func(err error) { done <- err; close(endedCh) })
 			send := func(seq uint64) {
 				if err := a.Send(func(buf []byte) []byte {
 					buf, s := begin(buf, KindTell)
