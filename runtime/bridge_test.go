@@ -243,7 +243,7 @@ func init() {
 }
 
 // A worker actor runs on the bridge's reading goroutine when a message
-// from the host schedules it (inlineDispatcher). One that waits, inside
+// from the host schedules it (holdDispatcher). One that waits, inside
 // Receive, for its own request to the host is answered: reading moves to
 // another goroutine before the request goes out, not by the watchdog,
 // which the child here only runs after an hour.

@@ -92,7 +92,7 @@ func childMain(cookieHex string) int {
 	}
 	c := &child{
 		conn:     conn,
-		disp:     &inlineDispatcher{throughput: 300},
+		disp:     &holdDispatcher{},
 		welcome:  make(chan bridge.Welcome, 1),
 		sysReady: make(chan struct{}),
 		exit:     make(chan int, 1),
@@ -156,7 +156,7 @@ type child struct {
 	sysReady chan struct{}
 	exit     chan int
 
-	disp     *inlineDispatcher // the worker actor's, unless its Props bring one
+	disp     *holdDispatcher // the worker actor's, unless its Props bring one: held by the reader for a batch
 	worker   atomic.Pointer[worker]
 	termOnce sync.Once
 	term     chan struct{}
@@ -171,12 +171,12 @@ func (c *child) read() {
 			return nil
 		}
 		batch = false
-		return c.disp.yield()
+		return c.disp.take()
 	}
 	c.conn.ReadLoopLending(func(k bridge.Kind, body []byte) error {
 		if !batch && (k == bridge.KindAssign || k == bridge.KindTell || k == bridge.KindRequest) {
 			batch = true // the worker's mailbox runs, if these schedule it, are for yield
-			c.disp.batch()
+			c.disp.hold()
 		}
 		switch {
 		case k == bridge.KindHeartbeat:
@@ -241,7 +241,7 @@ func killGroupAndExit() {
 }
 
 // loanLimit is how long the worker actor may run on the bridge's reading
-// goroutine (inlineDispatcher) before reading moves to another goroutine;
+// goroutine (holdDispatcher) before reading moves to another goroutine;
 // checked at every heartbeat.
 var loanLimit = time.Second // a variable only for tests that must rule the watchdog out
 
@@ -531,52 +531,6 @@ func propsHave(p *actor.Props, field string) bool {
 		return true
 	}
 	return !f.IsNil()
-}
-
-// inlineDispatcher is the worker actor's dispatcher. A mailbox run that
-// the bridge reader's frames scheduled (a message from the host, the
-// Started of an assigned worker) is held for the reader, which at the end
-// of its batch hands reading to a new goroutine and runs the mailbox
-// itself (Conn.ReadLoopLending's yield): the message reaches the actor without
-// waiting for a goroutine to be scheduled, which on a small machine is
-// most of a round trip. Reading goes on meanwhile, so an actor that waits
-// for the host (a request of its own) is still answered. Any other run (a
-// timer, a self-send, a message from another actor) starts on a new
-// goroutine, as with protoactor's default dispatcher.
-type inlineDispatcher struct {
-	throughput int
-	mu         sync.Mutex
-	reading    bool   // the reader is handling a batch of frames
-	held       func() // a mailbox run scheduled during the batch
-}
-
-func (d *inlineDispatcher) Throughput() int { return d.throughput }
-
-func (d *inlineDispatcher) Schedule(fn func()) {
-	d.mu.Lock()
-	if d.reading && d.held == nil {
-		d.held = fn
-		d.mu.Unlock()
-		return
-	}
-	d.mu.Unlock()
-	go fn()
-}
-
-// batch marks the start of the reader's handling of frames for the worker.
-func (d *inlineDispatcher) batch() {
-	d.mu.Lock()
-	d.reading = true
-	d.mu.Unlock()
-}
-
-// yield ends the batch and returns the mailbox run it scheduled, if any.
-func (d *inlineDispatcher) yield() func() {
-	d.mu.Lock()
-	fn := d.held
-	d.held, d.reading = nil, false
-	d.mu.Unlock()
-	return fn
 }
 
 // runActor adapts a RunFunc to an actor: the function runs on its own

@@ -28,8 +28,11 @@
 // state; everything else (the spawner, the bridge readers, the reapers,
 // timers) reports to it by message, so it never blocks on a child. Each
 // server-loop iteration starts at most Config.StartsPerIteration pending
-// workers, then yields to its mailbox, so status and other requests are
-// served during a start storm. Every state change is one [WorkerEvent] on
+// workers, then yields to its mailbox, so requests are served during a
+// start storm; while Config.MaxStarting children are starting it waits for
+// one of them instead of looping. [Runtime.Workers] does not ask the
+// postmaster at all: each worker's row is republished when it changes,
+// before the event that reports the change. Every state change is one [WorkerEvent] on
 // the event stream ([Runtime.Subscribe]), one log line and a metrics
 // update. See [WorkerState] for the state machine.
 //
@@ -54,4 +57,11 @@
 // worker whose spec has Connect reaches the host actors exposed with
 // [Runtime.Expose]. Delivery is at most once; a request in flight when a
 // worker dies fails with a dead letter at once, never a hang.
+//
+// In the child, a message from the host is handled by the goroutine that
+// read it: the bridge reader runs the worker actor's mailbox at the end of
+// its batch of frames (a long batch is handled beside a new reader
+// instead), and goes on reading on a new goroutine as soon as the worker
+// sends a request of its own or holds it for a second. Worker Props that
+// set their own dispatcher or mailbox keep them.
 package runtime

@@ -148,7 +148,7 @@ type Runtime struct {
 	exe     string
 	system  *actor.ActorSystem
 	pmPID   *actor.PID
-	pmDisp  pmDispatcher
+	pmDisp  holdDispatcher
 	pm      *postmaster
 	spawner *spawner
 	metrics *metrics
@@ -318,48 +318,8 @@ func (rt *Runtime) tell(m pmMsg) { rt.system.Root.Send(rt.pmPID, m) }
 func (rt *Runtime) tellAndRun(m pmMsg) {
 	rt.pmDisp.hold()
 	rt.tell(m)
-	rt.pmDisp.release()
-}
-
-// pmDispatcher runs the postmaster's mailbox. Like protoactor's default
-// dispatcher it starts a goroutine for each mailbox run, except when the
-// run was scheduled while a goroutine held it (tellAndRun): that goroutine
-// runs the mailbox itself, saving a thread's wake-up, about 0.1 ms on a
-// small virtual machine. The postmaster never blocks, so any goroutine
-// without locks held may run it; the spawner's locked thread never does.
-type pmDispatcher struct {
-	mu      sync.Mutex
-	holders int
-	held    func()
-}
-
-func (d *pmDispatcher) Throughput() int { return 300 }
-
-func (d *pmDispatcher) Schedule(fn func()) {
-	d.mu.Lock()
-	if d.holders > 0 && d.held == nil {
-		d.held = fn
-		d.mu.Unlock()
-		return
-	}
-	d.mu.Unlock()
-	go fn()
-}
-
-func (d *pmDispatcher) hold() {
-	d.mu.Lock()
-	d.holders++
-	d.mu.Unlock()
-}
-
-func (d *pmDispatcher) release() {
-	d.mu.Lock()
-	d.holders--
-	fn := d.held
-	d.held = nil
-	d.mu.Unlock()
-	if fn != nil {
-		fn()
+	if run := rt.pmDisp.take(); run != nil {
+		run()
 	}
 }
 
