@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,6 +241,45 @@ func init() {
 			}
 		})
 	}})
+}
+
+func init() {
+	// bounded: counts tells in a mailbox of its own that holds 4.
+	actors.MustDefine(actors.Spec{Name: "bounded", Props: func(actors.Worker) *actor.Props {
+		count := 0
+		return actor.PropsFromFunc(func(ctx actor.Context) {
+			switch m := ctx.Message().(type) {
+			case []byte:
+				count++
+			case string:
+				if m == "count" {
+					ctx.Respond(strconv.Itoa(count))
+				}
+			}
+		}).Configure(actor.WithMailbox(actor.Bounded(4)))
+	}})
+}
+
+// A worker whose Props bring a small bounded mailbox gets a batch of
+// frames far larger than the mailbox: the reader must not hold the mailbox
+// run for the end of the batch (it would wait on a full mailbox for a run
+// only it can start); every tell arrives.
+func TestBoundedMailboxWorkerGetsLargeBatch(t *testing.T) {
+	h := newHarness(t, Config{})
+	hd, _ := h.start("bounded1", "bounded", "", nil)
+	root := h.rt.System().Root
+	msg := make([]byte, 64)
+	const n = 5000
+	for range n {
+		root.Send(hd.PID(), msg)
+	}
+	r, err := root.RequestFuture(hd.PID(), "count", 20*time.Second).Result()
+	if err != nil {
+		t.Fatalf("count after %d tells: %v", n, err)
+	}
+	if r != strconv.Itoa(n) {
+		t.Fatalf("count = %v, want %d", r, n)
+	}
 }
 
 // A worker actor runs on the bridge's reading goroutine when a message

@@ -171,7 +171,18 @@ func (c *child) read() {
 			return nil
 		}
 		batch = false
-		return c.disp.take()
+		run := c.disp.take()
+		if run == nil {
+			return nil
+		}
+		return func() {
+			// Responses to requests already out (from any goroutine) must
+			// not wait behind the worker's run.
+			if c.ep != nil && c.ep.Pending() > 0 {
+				c.conn.KeepReading()
+			}
+			run()
+		}
 	}
 	c.conn.ReadLoopLending(func(k bridge.Kind, body []byte) error {
 		if !batch && (k == bridge.KindAssign || k == bridge.KindTell || k == bridge.KindRequest) {
@@ -242,27 +253,30 @@ func killGroupAndExit() {
 
 // loanLimit is how long the worker actor may run on the bridge's reading
 // goroutine (holdDispatcher) before reading moves to another goroutine;
-// checked at every heartbeat.
+// checked twice per loanLimit by the heartbeat goroutine.
 var loanLimit = time.Second // a variable only for tests that must rule the watchdog out
 
-// heartbeat sends a heartbeat every interval (none when it is 0) and
-// watches the reading goroutine's loans to the worker actor.
+// heartbeat sends a heartbeat every interval (none when it is 0) and,
+// every half loanLimit, checks that the worker has not kept the reading
+// goroutine for longer than loanLimit (bridge.Conn.CheckLoan). It runs
+// until the process exits.
 func (c *child) heartbeat(every time.Duration) {
-	tick := every
-	if tick <= 0 || tick > loanLimit {
-		tick = loanLimit
+	watch := time.NewTicker(loanLimit / 2)
+	defer watch.Stop()
+	var beat <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		beat = t.C
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	last := time.Now()
-	for now := range t.C {
-		c.conn.CheckLoan(loanLimit)
-		if every <= 0 || now.Sub(last) < every-tick/2 {
-			continue
-		}
-		last = now
-		if err := c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
-			return
+	for {
+		select {
+		case <-watch.C:
+			c.conn.CheckLoan(loanLimit)
+		case <-beat:
+			if err := c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
+				beat = nil // the bridge is failing: the reader's end follows
+			}
 		}
 	}
 }
@@ -336,13 +350,19 @@ func (c *child) start(a bridge.Assign) error {
 	// each message after the actor with one method call. A receiver
 	// middleware would allocate an envelope per message, so it is used
 	// only when the worker's Props bring a mailbox of their own.
+	//
+	// The reader runs the mailbox itself (holdDispatcher) only with that
+	// unbounded mailbox: the reader posts a whole batch before it runs the
+	// mailbox, and a bounded mailbox would make it wait for a run that only
+	// it can start. Props with a mailbox or a dispatcher of their own keep
+	// protoactor's way: a goroutine per mailbox run.
 	if propsHave(props, "mailboxProducer") {
 		props = props.Configure(actor.WithReceiverMiddleware(w.lifecycle))
 	} else {
 		props = props.Configure(actor.WithMailbox(actor.Unbounded(&lifecycleProbe{onStarted: w.started, onStop: w.checkStopped})))
-	}
-	if !propsHave(props, "dispatcher") {
-		props = props.Configure(actor.WithDispatcher(c.disp))
+		if !propsHave(props, "dispatcher") {
+			props = props.Configure(actor.WithDispatcher(c.disp))
+		}
 	}
 	w.self.Store(c.system.NewLocalPID(workerActorName)) // before Ready: the host may send at once
 	pid, err := c.system.Root.WithGuardian(crashStrategy{c}).SpawnNamed(props, workerActorName)

@@ -67,8 +67,8 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if _, err := rt.WorkersContext(ctx); err != nil || rt.check() != nil {
-			http.Error(w, "postmaster not answering", http.StatusServiceUnavailable)
+		if err := rt.pingPostmaster(ctx); err != nil {
+			http.Error(w, "postmaster not answering: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
@@ -76,8 +76,12 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
+		if err := rt.pingPostmaster(ctx); err != nil {
+			http.Error(w, "not running: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		ws, err := rt.WorkersContext(ctx)
-		if err != nil || rt.check() != nil {
+		if err != nil {
 			http.Error(w, "not running", http.StatusServiceUnavailable)
 			return
 		}

@@ -344,6 +344,36 @@ func TestHTTPReadyzHealthz(t *testing.T) {
 	}
 }
 
+// /healthz asks the postmaster itself (Workers no longer does): while it is
+// wedged (here in a subscriber that blocks) /healthz says 503, and 200
+// again once it moves.
+func TestHTTPHealthzWedgedPostmaster(t *testing.T) {
+	h := newHarness(t, Config{HTTPAddr: "127.0.0.1:0"})
+	base := "http://" + h.rt.Addr()
+	wedged, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	unsub := h.rt.Subscribe(func(e Event) {
+		if pe, ok := e.(PhaseEvent); ok && pe.Phase == phases.ConsistentState {
+			once.Do(func() { close(wedged); <-release })
+		}
+	})
+	defer unsub()
+	advanced := make(chan error, 1)
+	go func() { advanced <- h.rt.Advance(ctx(t), phases.ConsistentState) }()
+	<-wedged
+	code, body := httpDo(t, "GET", base+"/healthz")
+	close(release)
+	if code != 503 || !strings.Contains(string(body), "postmaster not answering") {
+		t.Errorf("/healthz with the postmaster wedged: %d %s, want 503", code, body)
+	}
+	if err := <-advanced; err != nil {
+		t.Fatal(err)
+	}
+	if code, body := httpDo(t, "GET", base+"/healthz"); code != 200 {
+		t.Errorf("/healthz after: %d %s, want 200", code, body)
+	}
+}
+
 // Row 35: scraping /metrics and /workers while a worker restarts over and
 // over passes -race; every scrape parses and its worker labels stay
 // bounded.

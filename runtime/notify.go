@@ -44,8 +44,7 @@ func (rt *Runtime) startNotify() {
 				// Healthy while the postmaster answers within the interval.
 				qctx, qcancel := context.WithTimeout(ctx, every)
 				defer qcancel()
-				_, err := rt.WorkersContext(qctx)
-				return err == nil && rt.check() == nil
+				return rt.pingPostmaster(qctx) == nil
 			})
 		}()
 	}

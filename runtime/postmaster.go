@@ -525,7 +525,7 @@ func (pm *postmaster) spawned(m msgSpawned) {
 func (pm *postmaster) adopt(s *slot, p *proc) {
 	p.slot, p.inc = s, s.inc
 	s.proc = p
-	pm.touch(s)
+	pm.publishRow(s) // the pid, before any reply of this message
 	// The start timeout counts from the moment the process exists, not
 	// from the hand-off to the spawner, which may have a queue.
 	if s.state == Starting && s.cause == "" {
@@ -627,7 +627,7 @@ func (pm *postmaster) exited(ctx actor.Context, m msgProcExited) {
 		return
 	}
 	s.proc = nil
-	pm.touch(s)
+	pm.publishRow(s)
 	if s.route != nil {
 		pm.rt.routes.CompareAndDelete(s.spec.Name, s.route)
 		s.route = nil

@@ -271,7 +271,7 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	}
 	rt.startNotify()
 	reply := make(chan error, 1)
-	rt.tellAndRun(msgStart{reply: reply})
+	rt.tell(msgStart{reply: reply})
 	return rt.await(ctx, reply)
 }
 
@@ -312,9 +312,11 @@ func (rt *Runtime) handleSignals() {
 // tell sends a message to the postmaster.
 func (rt *Runtime) tell(m pmMsg) { rt.system.Root.Send(rt.pmPID, m) }
 
-// tellAndRun sends m to the postmaster from a goroutine that will wait
-// for it anyway (an API call, a reader reporting a child's progress): if
-// the postmaster is idle, this goroutine runs its mailbox itself.
+// tellAndRun sends m to the postmaster from one of the runtime's own
+// goroutines that holds no lock (a reader reporting a child's progress,
+// the reaper): if the postmaster is idle, this goroutine runs its mailbox
+// itself. Never from an API call: the caller may hold a lock that a
+// subscriber takes, and it could no longer give up on its context.
 func (rt *Runtime) tellAndRun(m pmMsg) {
 	rt.pmDisp.hold()
 	rt.tell(m)
@@ -371,7 +373,7 @@ func (rt *Runtime) Advance(ctx context.Context, p phases.Phase) error {
 		return err
 	}
 	reply := make(chan error, 1)
-	rt.tellAndRun(msgAdvance{phase: p, reply: reply})
+	rt.tell(msgAdvance{phase: p, reply: reply})
 	return rt.await(ctx, reply)
 }
 
@@ -394,7 +396,7 @@ func (rt *Runtime) StartWorker(ctx context.Context, spec actors.Spec) (*Handle, 
 		return nil, err
 	}
 	reply := make(chan startReply, 1)
-	rt.tellAndRun(msgStartWorker{spec: spec, code: code, reply: reply})
+	rt.tell(msgStartWorker{spec: spec, code: code, reply: reply})
 	r, err := await(ctx, rt, reply)
 	if err != nil {
 		return nil, err
@@ -485,7 +487,7 @@ func (rt *Runtime) wait(ctx context.Context, name string, gen uint64, started bo
 		return waitReply{}, err
 	}
 	reply := make(chan waitReply, 1)
-	rt.tellAndRun(msgWait{name: name, gen: gen, started: started, reply: reply})
+	rt.tell(msgWait{name: name, gen: gen, started: started, reply: reply})
 	r, err := await(ctx, rt, reply)
 	if err != nil {
 		return r, err
@@ -498,7 +500,7 @@ func (rt *Runtime) stop(ctx context.Context, name string, gen uint64) error {
 		return err
 	}
 	reply := make(chan error, 1)
-	rt.tellAndRun(msgStop{name: name, gen: gen, reply: reply})
+	rt.tell(msgStop{name: name, gen: gen, reply: reply})
 	return rt.await(ctx, reply)
 }
 
@@ -507,7 +509,7 @@ func (rt *Runtime) watch(ctx context.Context, name string, gen uint64, pid *acto
 		return err
 	}
 	reply := make(chan error, 1)
-	rt.tellAndRun(msgWatch{name: name, gen: gen, pid: pid, reply: reply})
+	rt.tell(msgWatch{name: name, gen: gen, pid: pid, reply: reply})
 	return rt.await(ctx, reply)
 }
 
@@ -559,6 +561,19 @@ func (rt *Runtime) WorkersContext(ctx context.Context) ([]WorkerInfo, error) {
 		return nil, ErrShutdown // never started, or its Start failed
 	}
 	return rt.pm.rows(), nil // running, or shutting down
+}
+
+// pingPostmaster returns once the postmaster has handled a message sent
+// now, or the context's error: the liveness check of /healthz and of the
+// systemd watchdog (Workers no longer goes through the postmaster).
+func (rt *Runtime) pingPostmaster(ctx context.Context) error {
+	if err := rt.check(); err != nil {
+		return err
+	}
+	reply := make(chan []WorkerInfo, 1)
+	rt.tell(msgStatus{reply: reply})
+	_, err := await(ctx, rt, reply)
+	return err
 }
 
 // PID returns the PID of the named worker's bridge: a message sent to it

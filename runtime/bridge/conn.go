@@ -68,7 +68,6 @@ type Conn struct {
 	fdmu sync.Mutex
 	fds  []int // descriptors received with SCM_RIGHTS, in arrival order
 
-	loop *frameLoop           // the read loop, set when it first lends its goroutine
 	loan atomic.Pointer[loan] // the work the reading goroutine is running, if any
 }
 
@@ -423,6 +422,7 @@ const pipelineFrames = 32
 
 // loan is one run of yield's work on the reading goroutine.
 type loan struct {
+	rd        *frameLoop
 	start     time.Time
 	mu        sync.Mutex
 	done      bool // the work returned
@@ -434,7 +434,7 @@ type loan struct {
 // moves to a new goroutine now. Cheap when it is not.
 func (c *Conn) KeepReading() {
 	if l := c.loan.Load(); l != nil {
-		c.loop.handOff(l)
+		l.rd.handOff(l)
 	}
 }
 
@@ -444,7 +444,7 @@ func (c *Conn) KeepReading() {
 // (arming one would wake an idle thread on every message).
 func (c *Conn) CheckLoan(limit time.Duration) {
 	if l := c.loan.Load(); l != nil && time.Since(l.start) > limit {
-		c.loop.handOff(l)
+		l.rd.handOff(l)
 	}
 }
 
@@ -474,8 +474,7 @@ func (rd *frameLoop) handOff(l *loan) {
 // lend runs work on the reading goroutine and reports whether the loop
 // moved to another goroutine meanwhile.
 func (rd *frameLoop) lend(work func()) (handedOff bool) {
-	l := &loan{start: time.Now()}
-	rd.c.loop = rd
+	l := &loan{rd: rd, start: time.Now()}
 	rd.c.loan.Store(l)
 	work()
 	rd.c.loan.CompareAndSwap(l, nil)
