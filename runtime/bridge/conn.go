@@ -396,7 +396,7 @@ func (c *Conn) ReadLoop(h Handler, acceptFDs bool) error {
 // returned.
 //
 // After each batch of frames (every whole frame the last read brought),
-// before reading again, ReadLoop calls yield if it is not nil. When yield
+// before reading again, ReadLoopLending calls yield. When yield
 // returns work (a mailbox run the batch scheduled), the reading goroutine
 // runs it before reading on: the message reaches its actor with no
 // hand-off to another goroutine. Reading must not stop while the work
@@ -430,7 +430,7 @@ type loan struct {
 }
 
 // KeepReading makes sure frames are read while the caller waits for one:
-// if the reading goroutine is running work (ReadLoop's yield), reading
+// if the reading goroutine is running work (ReadLoopLending's yield), reading
 // moves to a new goroutine now. Cheap when it is not.
 func (c *Conn) KeepReading() {
 	if l := c.loan.Load(); l != nil {
@@ -448,8 +448,8 @@ func (c *Conn) CheckLoan(limit time.Duration) {
 	}
 }
 
-// frameLoop is the state of one ReadLoop, passed from goroutine to goroutine
-// when the loop hands off.
+// frameLoop is the state of one read loop, passed from goroutine to
+// goroutine when the loop hands off.
 type frameLoop struct {
 	c      *Conn
 	h      Handler
@@ -487,7 +487,7 @@ func (rd *frameLoop) lend(work func()) (handedOff bool) {
 
 // run reads until the loop ends (handedOff false, its result) or until it
 // hands the loop to a new goroutine and has run the work yield gave it
-// (handedOff true; the loop's result will arrive on rd.done).
+// (handedOff true; the goroutine where the loop ends calls ended).
 func (rd *frameLoop) run() (handedOff bool, err error) {
 	c := rd.c
 	for {
