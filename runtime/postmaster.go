@@ -155,8 +155,7 @@ type slot struct {
 
 	// row is what Workers() reads without asking the postmaster: an
 	// immutable WorkerInfo, replaced whenever the slot changes.
-	row   atomic.Pointer[WorkerInfo]
-	dirty bool // changed since row was built; republished at the end of the message
+	row atomic.Pointer[WorkerInfo]
 }
 
 func (s *slot) terminal() bool {
@@ -170,7 +169,6 @@ type postmaster struct {
 	rt       *Runtime
 	slots    []*slot
 	table    atomic.Pointer[[]*slot] // copy of slots for Workers(), replaced when a row is added or replaced
-	dirty    []*slot                 // slots to republish at the end of the message
 	byName   map[string]*slot
 	nextGen  uint64
 	nextProc uint64
@@ -234,16 +232,9 @@ func (pm *postmaster) add(sp actors.Spec, code string, dynamic bool) *slot {
 	return s
 }
 
-// touch marks a slot whose row changed outside setStateEv; its row is
-// republished when the current message is handled.
-func (pm *postmaster) touch(s *slot) {
-	if !s.dirty {
-		s.dirty = true
-		pm.dirty = append(pm.dirty, s)
-	}
-}
-
-// publishRow rebuilds the row Workers() reads for s.
+// publishRow rebuilds the row Workers() reads for s. Every change to a
+// field of the row is followed, in the same message, by publishRow: in
+// setStateEv for most, directly for the pid (adopt, exited).
 func (pm *postmaster) publishRow(s *slot) {
 	wi := s.info()
 	s.row.Store(&wi)
@@ -277,12 +268,6 @@ func (pm *postmaster) Receive(ctx actor.Context) {
 	case pmMsg:
 		pm.ctx = ctx
 		pm.handle(ctx, m)
-		for _, s := range pm.dirty {
-			s.dirty = false
-			pm.publishRow(s)
-		}
-		clear(pm.dirty)
-		pm.dirty = pm.dirty[:0]
 	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
 	default:
 		pm.rt.log.Warn("runtime: postmaster got an unknown message", "type", fmt.Sprintf("%T", m))
@@ -877,7 +862,6 @@ func (pm *postmaster) setStateEv(s *slot, to WorkerState, ev WorkerEvent) {
 	s.state = to
 	// The row first: whoever hears of this change below may look.
 	pm.publishRow(s)
-	pm.touch(s)
 	if from == Starting {
 		pm.starting--
 		if (len(pm.queue) > 0 || pm.poolDeficit() > 0) && pm.ctx != nil {
