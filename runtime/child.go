@@ -253,30 +253,29 @@ func killGroupAndExit() {
 
 // loanLimit is how long the worker actor may run on the bridge's reading
 // goroutine (holdDispatcher) before reading moves to another goroutine;
-// checked twice per loanLimit by the heartbeat goroutine.
+// checked at each heartbeat, so the move comes within loanLimit plus one
+// heartbeat interval.
 var loanLimit = time.Second // a variable only for tests that must rule the watchdog out
 
-// heartbeat sends a heartbeat every interval (none when it is 0) and,
-// every half loanLimit, checks that the worker has not kept the reading
-// goroutine for longer than loanLimit (bridge.Conn.CheckLoan). It runs
-// until the process exits.
+// heartbeat sends a heartbeat every interval and, at each, checks that
+// the worker has not kept the reading goroutine for longer than loanLimit
+// (bridge.Conn.CheckLoan). With heartbeats off (interval 0) it only checks,
+// every loanLimit. One ticker: an idle child wakes once per interval.
 func (c *child) heartbeat(every time.Duration) {
-	watch := time.NewTicker(loanLimit / 2)
-	defer watch.Stop()
-	var beat <-chan time.Time
-	if every > 0 {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		beat = t.C
+	period := every
+	if period <= 0 {
+		period = loanLimit
 	}
-	for {
-		select {
-		case <-watch.C:
-			c.conn.CheckLoan(loanLimit)
-		case <-beat:
-			if err := c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
-				beat = nil // the bridge is failing: the reader's end follows
-			}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	beating := every > 0
+	for range t.C {
+		c.conn.CheckLoan(loanLimit)
+		if !beating {
+			continue
+		}
+		if err := c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
+			beating = false // the bridge is failing: the reader's end follows
 		}
 	}
 }

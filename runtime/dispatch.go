@@ -17,8 +17,8 @@ import "sync"
 // while it handles one batch of frames (child.read); the reader runs the
 // kept run on a loan of its goroutine (bridge.Conn.ReadLoopLending), and
 // reading moves to a new goroutine when the worker sends a request of its
-// own or keeps the loan for a second, so a worker that waits on the bridge
-// is still served.
+// own or keeps the loan for more than a second, so a worker that waits on
+// the bridge is still served.
 type holdDispatcher struct {
 	mu      sync.Mutex
 	holders int

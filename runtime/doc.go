@@ -62,6 +62,7 @@
 // read it: the bridge reader runs the worker actor's mailbox at the end of
 // its batch of frames (a long batch is handled beside a new reader
 // instead), and goes on reading on a new goroutine as soon as the worker
-// sends a request of its own or holds it for a second. Worker Props that
-// set their own dispatcher or mailbox keep them.
+// sends a request of its own or holds it for more than a second (checked
+// at each heartbeat). Worker Props that set their own dispatcher or
+// mailbox keep them.
 package runtime
