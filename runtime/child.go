@@ -156,7 +156,7 @@ type child struct {
 	sysReady chan struct{}
 	exit     chan int
 
-	disp     *holdDispatcher // the worker actor's, unless its Props bring one: held by the reader for a batch
+	disp     *holdDispatcher // the worker actor's dispatcher when it gets the runtime's mailbox (start); held by the reader for a batch
 	worker   atomic.Pointer[worker]
 	termOnce sync.Once
 	term     chan struct{}
