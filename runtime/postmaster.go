@@ -293,7 +293,7 @@ func (pm *postmaster) handle(ctx actor.Context, m pmMsg) {
 	case msgStop:
 		m.reply <- pm.stop(m.name, m.gen)
 	case msgStatus:
-		m.reply <- pm.status()
+		m.reply <- pm.rows()
 	case msgWait:
 		pm.wait(m)
 	case msgWatch:
@@ -363,12 +363,18 @@ func (pm *postmaster) scheduleTick(ctx actor.Context) {
 	}
 }
 
+// enqueue queues s for the server loop and makes sure an iteration comes.
 func (pm *postmaster) enqueue(ctx actor.Context, s *slot) {
+	pm.queueSlot(s)
+	pm.scheduleTick(ctx)
+}
+
+// queueSlot appends s to the pending starts, once.
+func (pm *postmaster) queueSlot(s *slot) {
 	if !s.queued {
 		s.queued = true
 		pm.queue = append(pm.queue, s)
 	}
-	pm.scheduleTick(ctx)
 }
 
 func (pm *postmaster) enter(ctx actor.Context, p phases.Phase, reset bool) {
@@ -441,13 +447,11 @@ func (pm *postmaster) startWorker(ctx actor.Context, sp actors.Spec, code string
 	pm.rt.log.Info("runtime: dynamic worker registered", "worker", sp.Name, "type", sp.TypeName())
 	if sp.StartPhase() <= pm.phase {
 		pm.setState(s, Pending, nil)
-		if pm.tickQueued {
-			pm.enqueue(ctx, s) // the queued iteration will see it
-		} else {
+		pm.queueSlot(s)
+		if !pm.tickQueued {
 			// The server loop is idle: run its iteration now rather than
-			// after one more pass through the mailbox.
-			s.queued = true
-			pm.queue = append(pm.queue, s)
+			// after one more pass through the mailbox. Otherwise the
+			// queued iteration will see it.
 			pm.serverLoop(ctx)
 		}
 	}
@@ -779,14 +783,6 @@ func (pm *postmaster) terminate(s *slot) {
 	}
 }
 
-func (pm *postmaster) status() []WorkerInfo {
-	out := make([]WorkerInfo, 0, len(pm.slots))
-	for _, s := range pm.slots {
-		out = append(out, s.info())
-	}
-	return out
-}
-
 func (s *slot) info() WorkerInfo {
 	wi := WorkerInfo{
 		Name: s.spec.Name, Type: s.spec.TypeName(), State: s.state, Phase: s.spec.StartPhase(),
@@ -976,7 +972,7 @@ func (pm *postmaster) maybeShutdownDone() {
 	}
 	pm.shutdownDone = true
 	pm.rt.publish(ShutdownEvent{Mode: pm.shutdown, Done: true, At: time.Now()})
-	pm.rt.finishShutdown(pm.status(), pm.cause)
+	pm.rt.finishShutdown(pm.rows(), pm.cause)
 }
 
 // classify turns a wait status, the goodbye (-1 = none) and the

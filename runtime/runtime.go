@@ -665,10 +665,10 @@ func (rt *Runtime) resolveExposed(target string) (*actor.PID, error) {
 
 // Subscribe calls fn with every Event until the returned function is
 // called. fn runs inside the postmaster's handling of a message, one call
-// at a time, in order (on whichever goroutine runs the postmaster's
-// mailbox at that moment): it must be quick and must
-// not call the runtime, except Workers, which does not wait for the
-// postmaster and already shows the change the event reports.
+// at a time, in order (on whichever goroutine runs the postmaster's mailbox
+// at that moment): it must be quick and must not call the runtime, except
+// Workers, which does not wait for the postmaster and already shows the
+// change the event reports.
 func (rt *Runtime) Subscribe(fn func(Event)) (unsubscribe func()) {
 	sub := rt.system.EventStream.Subscribe(func(evt any) {
 		if e, ok := evt.(Event); ok {

@@ -570,24 +570,15 @@ func (rd *frameLoop) fill() (end bool, err error) {
 		c.takeRights(rd.oob[:oobn], rd.accept)
 	}
 	rd.w += n
-	if err != nil {
-		// A peer that exits with our frames unread makes Linux answer with
-		// a reset instead of EOF: for the reader it is the same end.
-		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-			if rd.r != rd.w {
-				return true, io.ErrUnexpectedEOF
-			}
-			return true, nil
-		}
-		return true, err
-	}
-	if n == 0 {
+	// A peer that exits with our frames unread makes Linux answer with a
+	// reset instead of EOF: for the reader it is the same end.
+	if n == 0 && err == nil || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 		if rd.r != rd.w {
-			return true, io.ErrUnexpectedEOF
+			return true, io.ErrUnexpectedEOF // inside a frame
 		}
 		return true, nil
 	}
-	return false, nil
+	return err != nil, err
 }
 
 // countIn adds frames handed out by ReadLoop to the statistics, once per
