@@ -38,6 +38,9 @@ const (
 	exitRefused = 64
 	// exitLost is the exit code of a child whose postmaster went away.
 	exitLost = 1
+	// handshakeTimeout bounds the wait for the host's Welcome after Hello.
+	// A postmaster answers within milliseconds, even under load.
+	handshakeTimeout = 10 * time.Second
 )
 
 // Main must be the first call in the host binary's main function. In the
@@ -115,10 +118,16 @@ func childMain(cookieHex string) int {
 		return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	})))
 	var w bridge.Welcome
+	handshake := time.NewTimer(handshakeTimeout)
 	select {
 	case w = <-c.welcome:
+		handshake.Stop()
 	case code := <-c.exit:
 		return code
+	case <-handshake.C:
+		// A socket on fd 3 whose peer never answers is not a postmaster:
+		// refuse, as for every other bad start, rather than wait forever.
+		return refuse("no welcome from the host on fd %d within %v", childFD, handshakeTimeout)
 	}
 	c.ep = bridge.NewEndpoint(conn, c.system, hostAddress, c.resolve, c.log)
 	c.system.ProcessRegistry.RegisterAddressResolver(func(pid *actor.PID) (actor.Process, bool) {

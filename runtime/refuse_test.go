@@ -80,4 +80,42 @@ func TestChildModeRefusal(t *testing.T) {
 			t.Fatalf("exit = %v, want non-zero", err)
 		}
 	})
+	// A peer that stays connected but never welcomes: the child gives up
+	// after its handshake timeout with a refusal, instead of waiting forever.
+	t.Run("peer silent", func(t *testing.T) {
+		parent, child, err := bridge.Pair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer parent.Close()
+		cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+		cmd.Env = append(os.Environ(), envChild+"="+cookie)
+		cmd.ExtraFiles = []*os.File{child}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		child.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err = <-done:
+		case <-time.After(handshakeTimeout + 5*time.Second*timeoutMult()):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("child still waiting for a welcome after %v", time.Since(start))
+		}
+		if took := time.Since(start); took < handshakeTimeout {
+			t.Errorf("child gave up after %v, before its handshake timeout %v", took, handshakeTimeout)
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitRefused {
+			t.Fatalf("exit = %v, want code %d", err, exitRefused)
+		}
+		if !strings.Contains(stderr.String(), "no welcome from the host") {
+			t.Fatalf("stderr = %q, want it to say no welcome came", stderr.String())
+		}
+	})
 }
