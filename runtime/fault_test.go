@@ -1,8 +1,11 @@
 package runtime
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -249,4 +252,58 @@ func TestRow31NoSignalAfterReapAndGroupKill(t *testing.T) {
 	}
 	// The grandchild (sleep 300) died with the group: checked by the
 	// orphan scan in the harness.
+}
+
+// A worker's descendant that escaped its process group (setsid) and holds
+// the output pipe open neither keeps the pipe's reader alive after the
+// worker is reaped nor holds up a fast shutdown.
+func TestEscapedGrandchildHoldsNoPipe(t *testing.T) {
+	h := newHarness(t, Config{})
+	hd, pid := h.startFault("esc", "escape_exit1", func(s *actors.Spec) { s.Restart = actors.NeverRestart })
+	ex, err := hd.WaitStopped(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var esc int
+	for _, line := range strings.Split(ex.Stderr, "\n") {
+		if _, err := fmt.Sscanf(line, "escaped %d", &esc); err == nil {
+			break
+		}
+	}
+	if esc == 0 {
+		t.Fatalf("no escaped pid in the exit's output tail %q", ex.Stderr)
+	}
+	// Whatever the runtime does about the escaped process, the test ends it.
+	defer syscall.Kill(esc, syscall.SIGKILL)
+	output := "output of child pid " + itoa(pid)
+	h.eventually("the output reader of the reaped worker to end", func() bool {
+		return !slices.Contains(h.rt.wg.Held(), output)
+	})
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second*timeoutMult())
+	defer cancel()
+	if err := h.rt.Shutdown(sctx, phases.Fast); err != nil {
+		t.Fatalf("Shutdown with an escaped grandchild alive: %v", err)
+	}
+}
+
+// Shutdown honours its context: when it ends first, Shutdown returns at
+// once with an error that names what is still held, and a later call
+// waits for the rest.
+func TestShutdownHonoursContext(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.startFault("slow", "ignore_term", func(s *actors.Spec) { s.StopTimeout = 30 * time.Second })
+	sctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := h.rt.Shutdown(sctx, phases.Smart)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "still held") {
+		t.Fatalf("Shutdown = %v, want a deadline error saying what is held", err)
+	}
+	if d := time.Since(start); d > 2*time.Second*timeoutMult() {
+		t.Fatalf("Shutdown returned %v after its context ended", d)
+	}
+	// The shutdown turned immediate: a second call waits for the end.
+	if err := h.rt.Shutdown(ctx(t), phases.Fast); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
 }

@@ -198,6 +198,12 @@ func runFault(ctx context.Context, w actors.Worker, action string) error {
 		os.Stdout.Write([]byte("\nspam done\n"))
 		<-ctx.Done()
 		return nil
+	case "escape_exit1":
+		// A grandchild that leaves the process group (setsid) and keeps
+		// the worker's output pipe open; then the worker exits 1.
+		esc := execEscaped()
+		fmt.Printf("escaped %d\n", esc.Process.Pid)
+		return errors.New("fault: exit 1 with an escaped grandchild")
 	case "grandchild":
 		// A worker's own child process dies with it (process group).
 		cmd := execSleep()

@@ -37,16 +37,14 @@ func (rt *Runtime) startNotify() {
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.notifyStop = func() { cancel(); unsub() }
 	if every, ok := sdnotify.WatchdogInterval(); ok {
-		rt.wg.Add(1)
-		go func() {
-			defer rt.wg.Done()
+		rt.wg.Go("systemd watchdog", func() {
 			n.RunWatchdog(ctx, every, func() bool {
 				// Healthy while the postmaster answers within the interval.
 				qctx, qcancel := context.WithTimeout(ctx, every)
 				defer qcancel()
 				return rt.pingPostmaster(qctx) == nil
 			})
-		}()
+		})
 	}
 }
 

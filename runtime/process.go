@@ -65,6 +65,7 @@ type proc struct {
 	exited     chan struct{} // closed once the process has exited (before the reap)
 	adopted    chan struct{} // closed by the postmaster when it has taken the proc in
 	outDone    chan struct{}
+	out        *os.File // read end of the output pipe
 }
 
 // spawnRequest asks the spawner for a new child.
@@ -171,10 +172,11 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 	p.conn.WriteTimeout = rt.cfg.HeartbeatTimeout
 	p.ep = bridge.NewEndpoint(p.conn, rt.system, procAddress(id), p.resolve, rt.log)
 	rt.procs.Store(id, p)
-	rt.wg.Add(3)
-	go p.output(outR)
-	go p.read()
-	go p.wait()
+	p.out = outR
+	pidStr := fmt.Sprint(p.pid)
+	rt.wg.Go("output of child pid "+pidStr, func() { p.output(outR) })
+	rt.wg.Go("bridge reader of child pid "+pidStr, p.read)
+	rt.wg.Go("reaper of child pid "+pidStr, p.wait)
 	return p, nil
 }
 
@@ -225,7 +227,6 @@ func (p *proc) sendAssign(a bridge.Assign, segment *os.File) error {
 
 // read runs the host side of the protocol until the child goes away.
 func (p *proc) read() {
-	defer p.rt.wg.Done()
 	defer close(p.readerDone)
 	state := 0 // 0: awaiting Hello; 1: awaiting Idle; 2: idle or running
 	err := p.conn.ReadLoop(func(k bridge.Kind, body []byte) error {
@@ -322,7 +323,6 @@ func (p *proc) resolve(target string) (*actor.PID, error) {
 // process group (while the zombie still holds the group id), then wait, then
 // report, once.
 func (p *proc) wait() {
-	defer p.rt.wg.Done()
 	rc, err := p.pidfd.SyscallConn()
 	if err == nil {
 		_ = rc.Read(func(fd uintptr) bool {
@@ -346,9 +346,16 @@ func (p *proc) wait() {
 	}
 	p.conn.Close()
 	<-p.readerDone
+	// Output ends at EOF, once every process holding the pipe is gone. A
+	// descendant that left the process group (setsid) may hold it open for
+	// ever: after a moment to drain what the child wrote last, the read end
+	// is closed, which ends the reader; the runtime never waits on a pipe
+	// that another process keeps open.
 	select {
 	case <-p.outDone:
-	case <-time.After(200 * time.Millisecond):
+	case <-time.After(outputDrain):
+		p.out.Close()
+		<-p.outDone
 	}
 	p.rt.procs.Delete(p.id)
 	p.rt.acc.framesIn.Add(p.conn.Stats.FramesIn.Load())
@@ -362,10 +369,14 @@ func (p *proc) wait() {
 	p.rt.tellAndRun(msgProcExited{p: p, status: p.cmd.ProcessState.Sys().(syscall.WaitStatus), goodbye: goodbye, readErr: readErr, at: time.Now()})
 }
 
+// outputDrain is how long the output of a reaped child is still read before
+// its pipe is closed: what the child wrote just before it exited is in the
+// pipe already, so this only waits for the reader to get to it.
+const outputDrain = 200 * time.Millisecond
+
 // output logs the child's stdout and stderr line by line, each line capped,
 // so a child that floods output never blocks on a full pipe.
 func (p *proc) output(r *os.File) {
-	defer p.rt.wg.Done()
 	defer close(p.outDone)
 	defer r.Close()
 	br := bufio.NewReaderSize(r, 4096)

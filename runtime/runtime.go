@@ -157,23 +157,24 @@ type Runtime struct {
 	procs   sync.Map // proc id → *proc, while the process lives
 	routes  sync.Map // worker name → *route, while the worker is running
 	exposed sync.Map // name → *actor.PID, host actors reachable from Connect workers
-	wg      sync.WaitGroup
+	wg      tracker  // every goroutine of the runtime, by what it does
 
-	mu         sync.Mutex
-	state      int // 0 new, 1 started, 2 shutting down, 3 shut down
-	final      []WorkerInfo
-	cause      error
-	stopped    chan struct{} // closed when every child is reaped after a shutdown
-	finished   chan struct{} // closed when Shutdown has released everything
-	sigStop    func()
-	subs       atomic.Int64
-	lock       *os.File          // Config.LockFile, held until release
-	notifyStop func()            // ends the systemd notify hooks
-	regions    []shmactor.Region // the segment's layout
-	hasShm     bool              // some worker can use shared memory
-	segment    atomic.Pointer[shmactor.Segment]
-	phase      atomic.Uint32                                                  // the postmaster's phase, for /readyz
-	acc        struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 } // traffic of reaped children
+	mu          sync.Mutex
+	state       int // 0 new, 1 started, 2 shutting down, 3 shut down
+	final       []WorkerInfo
+	cause       error
+	stopped     chan struct{} // closed when every child is reaped after a shutdown
+	finished    chan struct{} // closed when Shutdown has released everything
+	releaseOnce sync.Once
+	sigStop     func()
+	subs        atomic.Int64
+	lock        *os.File          // Config.LockFile, held until release
+	notifyStop  func()            // ends the systemd notify hooks
+	regions     []shmactor.Region // the segment's layout
+	hasShm      bool              // some worker can use shared memory
+	segment     atomic.Pointer[shmactor.Segment]
+	phase       atomic.Uint32                                                  // the postmaster's phase, for /readyz
+	acc         struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 } // traffic of reaped children
 }
 
 // bridgeStats sums one traffic counter over live children and the reaped.
@@ -293,9 +294,7 @@ func (rt *Runtime) handleSignals() {
 	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	done := make(chan struct{})
 	rt.sigStop = func() { signal.Stop(ch); close(done) }
-	rt.wg.Add(1)
-	go func() {
-		defer rt.wg.Done()
+	rt.wg.Go("signal handler", func() {
 		for {
 			select {
 			case sig := <-ch:
@@ -306,7 +305,7 @@ func (rt *Runtime) handleSignals() {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // tell sends a message to the postmaster.
@@ -746,9 +745,13 @@ func (rt *Runtime) finishShutdown(final []WorkerInfo, cause error) {
 // smart waits for the workers to finish, fast sends SIGTERM and kills after
 // each grace period (the workers of the latest start phase first), immediate
 // kills at once. It returns when every child has been reaped and every
-// goroutine of the runtime has ended. If ctx ends first, the shutdown turns
-// immediate and Shutdown still waits for the reaping, then returns ctx's
-// error. It is idempotent: later calls wait for the same end (and may make
+// goroutine of the runtime has ended.
+//
+// It honours ctx: if ctx ends first, the shutdown turns immediate and
+// Shutdown returns at once with an error that wraps ctx's error and says
+// what is still held (children not yet reaped, goroutines still running);
+// the release goes on in the background, and a later call waits for it
+// again. It is idempotent: later calls wait for the same end (and may make
 // it harder). Before Start it just releases the runtime.
 func (rt *Runtime) Shutdown(ctx context.Context, mode phases.ShutdownMode) error {
 	if !mode.Valid() {
@@ -765,31 +768,45 @@ func (rt *Runtime) Shutdown(ctx context.Context, mode phases.ShutdownMode) error
 		return nil
 	case 3:
 		rt.mu.Unlock()
-		<-rt.finished
-		return nil
+		return rt.awaitFinished(ctx, mode)
 	}
 	rt.mu.Unlock()
 	rt.begin(mode, nil)
-	var ctxErr error
+	rt.releaseOnce.Do(func() { go rt.release() })
 	select {
 	case <-rt.stopped:
 	case <-ctx.Done():
-		ctxErr = fmt.Errorf("runtime: shutdown %v: %w; killed the rest", mode, ctx.Err())
 		rt.tell(msgShutdown{mode: phases.Immediate})
-		<-rt.stopped
+		return rt.stillHeld(mode, ctx.Err())
 	}
-	rt.release()
-	<-rt.finished
-	return ctxErr
+	return rt.awaitFinished(ctx, mode)
 }
 
-// release frees everything once every child is reaped. Runs once.
-func (rt *Runtime) release() {
-	rt.mu.Lock()
-	if rt.state == 3 {
-		rt.mu.Unlock()
-		return
+// awaitFinished waits until release has freed everything, or ctx ends.
+func (rt *Runtime) awaitFinished(ctx context.Context, mode phases.ShutdownMode) error {
+	select {
+	case <-rt.finished:
+		return nil
+	case <-ctx.Done():
+		return rt.stillHeld(mode, ctx.Err())
 	}
+}
+
+// stillHeld is Shutdown's error when its context ends first.
+func (rt *Runtime) stillHeld(mode phases.ShutdownMode, err error) error {
+	held := rt.wg.Held()
+	if len(held) == 0 {
+		held = []string{"the postmaster, releasing"}
+	}
+	return fmt.Errorf("runtime: shutdown %v: %w; turned immediate; still held: %s", mode, err, strings.Join(held, "; "))
+}
+
+// release frees everything once every child is reaped. It runs once, on a
+// goroutine of its own started by the first Shutdown, so that a Shutdown
+// whose context ends can return while it waits.
+func (rt *Runtime) release() {
+	<-rt.stopped
+	rt.mu.Lock()
 	rt.state = 3
 	rt.mu.Unlock()
 	if rt.sigStop != nil {
@@ -803,7 +820,7 @@ func (rt *Runtime) release() {
 	}
 	_ = rt.system.Root.StopFuture(rt.pmPID).Wait()
 	rt.spawner.stop()
-	rt.wg.Wait()
+	_ = rt.wg.Wait(context.Background())
 	for _, seg := range append(rt.pm.oldSegs, rt.pm.seg) {
 		if seg != nil {
 			seg.Close()
