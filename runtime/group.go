@@ -86,9 +86,11 @@ func collectRegions(static []actors.Spec) (regions []shmactor.Region, any bool, 
 
 // Segment returns the current shared segment as the host sees it, or nil
 // before ConsistentState or when no worker uses shared memory. After a
-// reset it is a new segment; the old one stays mapped until Shutdown, so
-// host code holding it cannot fault, but it is no longer shared with any
-// worker.
+// reset it is a new segment, announced by a SegmentEvent: take it again
+// then. The old generation is retired as soon as the last child that held
+// it is reaped (shmactor.Segment.Retire): its memory is given back, and
+// whatever host code still holds of it stays safe to touch (it reads
+// zeros, never faults) while its Region fails with shmactor.ErrRetired.
 func (rt *Runtime) Segment() *shmactor.Segment { return rt.segment.Load() }
 
 func (pm *postmaster) buildSegment(reset bool) error {
@@ -98,16 +100,36 @@ func (pm *postmaster) buildSegment(reset bool) error {
 		return fmt.Errorf("runtime: shared memory generation %d: %w", gen, err)
 	}
 	pm.segGen = gen
-	if pm.seg != nil {
-		pm.oldSegs = append(pm.oldSegs, pm.seg)
-	}
+	old := pm.seg
 	pm.seg = seg
+	if old != nil {
+		pm.oldSegs = append(pm.oldSegs, old)
+		pm.maybeRetire(old.Generation())
+	}
 	pm.rt.segment.Store(seg)
 	pm.rt.metrics.segmentBytes.Set(float64(seg.Size()))
 	pm.rt.metrics.segmentGeneration.Set(float64(gen))
 	pm.rt.log.Info("runtime: shared memory segment built", "generation", gen, "bytes", seg.Size(), "reset", reset)
 	pm.rt.publish(SegmentEvent{Generation: gen, Size: seg.Size(), Reset: reset, At: time.Now()})
 	return nil
+}
+
+// maybeRetire retires an old generation once no child holds it: its memfd
+// is closed and its memory freed, so resets do not pile segments up. The
+// mapping itself (private zeros by then) is unmapped at Shutdown.
+func (pm *postmaster) maybeRetire(gen uint64) {
+	if gen == pm.segGen || pm.segHolders[gen] > 0 {
+		return
+	}
+	delete(pm.segHolders, gen)
+	for _, seg := range pm.oldSegs {
+		if seg.Generation() == gen {
+			if err := seg.Retire(); err != nil {
+				pm.rt.log.Warn("runtime: could not retire a shared-memory generation", "generation", gen, "err", err)
+			}
+			pm.rt.log.Info("runtime: shared memory generation retired", "generation", gen)
+		}
+	}
 }
 
 // segmentFile returns a duplicate of the current segment's memfd for one

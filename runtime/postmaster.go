@@ -193,7 +193,8 @@ type postmaster struct {
 	// The shared-memory group.
 	seg          *shmactor.Segment
 	segGen       uint64
-	oldSegs      []*shmactor.Segment // mapped until shutdown: host code may hold them
+	segHolders   map[uint64]int      // generation → children assigned it and not yet reaped
+	oldSegs      []*shmactor.Segment // replaced generations: retired once unheld, unmapped at shutdown
 	resetting    bool                // a reset is waiting for members to be reaped
 	awaitGroup   bool                // a reset is waiting for members to run again
 	resetStart   time.Time
@@ -202,7 +203,7 @@ type postmaster struct {
 }
 
 func newPostmaster(rt *Runtime, specs []actors.Spec, codes []string) *postmaster {
-	pm := &postmaster{rt: rt, byName: map[string]*slot{},
+	pm := &postmaster{rt: rt, byName: map[string]*slot{}, segHolders: map[uint64]int{},
 		groupBackoff: actors.NewBackoff(actors.Fixed(0), rt.cfg.GroupResetIntensity)}
 	for i, sp := range specs {
 		pm.add(sp, codes[i], false)
@@ -546,7 +547,8 @@ func (pm *postmaster) adopt(s *slot, p *proc) {
 		a.Flags |= bridge.FlagSharedMemory
 		a.Segment = pm.seg.Generation()
 		segFile = f
-		p.segFile = f
+		p.segFile, p.segGen = f, a.Segment
+		pm.segHolders[a.Segment]++
 	}
 	if err := p.assignNow(a, segFile); err != nil {
 		s.cause = ReasonProtocol
@@ -603,6 +605,8 @@ func (pm *postmaster) exited(ctx actor.Context, m msgProcExited) {
 	p := m.p
 	if p.segFile != nil {
 		p.segFile.Close()
+		pm.segHolders[p.segGen]--
+		pm.maybeRetire(p.segGen)
 	}
 	s := p.slot
 	if s == nil {

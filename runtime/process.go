@@ -55,6 +55,7 @@ type proc struct {
 	inc       uint64
 	cause     string
 	segFile   *os.File // this child's duplicate of the segment memfd, closed at reap
+	segGen    uint64   // the generation of segFile
 	connect   atomic.Bool
 	idleReady atomic.Bool // in the warm pool, ready for a worker
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -245,5 +247,83 @@ func TestNonShmWorkerHasNoSegment(t *testing.T) {
 		if l, _ := os.Readlink("/proc/" + itoa(pid) + "/fd/" + fd.Name()); len(l) > 6 && l[:6] == "/memfd" {
 			t.Fatalf("non-shm worker holds %s", l)
 		}
+	}
+}
+
+// shmHoldings counts the host's memfd descriptors and its mappings of
+// segment memfds.
+func shmHoldings(t *testing.T) (fds, maps int) {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(l, "/memfd:bgworker-shm") {
+			fds++
+		}
+	}
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps = strings.Count(string(b), "/memfd:bgworker-shm")
+	return fds, maps
+}
+
+// Every all-for-one reset retires the generation it replaces once its last
+// holder is reaped: across 20 resets the host's memfd descriptors and
+// segment mappings stay flat (one segment, plus one descriptor per running
+// member), instead of growing by a segment per reset.
+func TestResetsRetireOldSegments(t *testing.T) {
+	h := newHarness(t, Config{GroupStopTimeout: 500 * time.Millisecond, GroupResetIntensity: actors.Intensity{MaxRestarts: -1}})
+	if err := h.rt.Advance(ctx(t), phases.ConsistentState); err != nil {
+		t.Fatal(err)
+	}
+	var a int
+	for _, n := range []string{"a", "b"} {
+		sp := shmSpec(n, "run")
+		sp.Intensity = actors.Intensity{MaxRestarts: -1}
+		hd, err := h.rt.StartWorker(ctx(t), sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := hd.WaitStarted(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == "a" {
+			a = pid
+		}
+	}
+	fds0, maps0 := shmHoldings(t)
+	if fds0 != 3 || maps0 != 1 {
+		t.Fatalf("before any reset: %d memfd descriptors and %d mappings, want 3 (segment + 2 members) and 1", fds0, maps0)
+	}
+	old := h.rt.Segment()
+	oldMem := region(t, h.rt)
+	for i := 1; i <= 20; i++ {
+		syscall.Kill(a, syscall.SIGKILL)
+		gen := uint64(i + 1)
+		h.eventually(fmt.Sprintf("generation %d running", gen), func() bool {
+			seg := h.rt.Segment()
+			ia, ib := h.info("a"), h.info("b")
+			return seg != nil && seg.Generation() == gen && ia.State == Running && ib.State == Running && ia.PID != a
+		})
+		a = h.info("a").PID
+		fds, maps := shmHoldings(t)
+		t.Logf("after reset %2d: generation %d, %d memfd descriptors, %d segment mappings, fd count %d", i, gen, fds, maps, fdCount(t))
+		if fds != fds0 || maps != maps0 {
+			t.Fatalf("after reset %d: %d memfd descriptors and %d mappings, want %d and %d", i, fds, maps, fds0, maps0)
+		}
+	}
+	if !old.Retired() {
+		t.Fatal("generation 1 was not retired")
+	}
+	if _, err := old.Region("counters"); !errors.Is(err, shmactor.ErrRetired) {
+		t.Fatalf("Region of a retired generation = %v, want ErrRetired", err)
+	}
+	if v := shmactor.Uint64At(oldMem, offMagic).Load(); v != 0 {
+		t.Fatalf("an old slice of a retired generation reads %#x, want 0", v)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +38,10 @@ var ErrNoRegion = errors.New("shmactor: no such region")
 // ErrClosed is returned by [Segment.Region] after [Segment.Close].
 var ErrClosed = errors.New("shmactor: segment closed")
 
+// ErrRetired is returned by [Segment.Region] after [Segment.Retire]: the
+// segment's generation has been replaced.
+var ErrRetired = errors.New("shmactor: segment retired: its generation was replaced")
+
 // Segment is one generation of shared memory: a sealed memfd mapped shared
 // into this process. Build makes one in the host; Open maps one in a child.
 //
@@ -50,9 +55,10 @@ type Segment struct {
 	mem     []byte       // the whole mapping, exactly as unix.Mmap returned it
 	regions []RegionInfo // the layout: computed by Build, or parsed once by Open
 
-	mu     sync.Mutex
-	closed bool
-	err    error // from the first Close
+	mu      sync.Mutex
+	closed  bool
+	retired bool  // Retire replaced the shared mapping with private zeros
+	err     error // from the first Close
 }
 
 // Build creates the segment of the given generation holding regions, in the
@@ -185,6 +191,9 @@ func (s *Segment) Region(name string) ([]byte, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
+	if s.retired {
+		return nil, ErrRetired
+	}
 	for _, ri := range s.regions {
 		if ri.Name == name {
 			end := ri.Offset + ri.Size
@@ -197,6 +206,42 @@ func (s *Segment) Region(name string) ([]byte, error) {
 // Regions returns the layout, in ascending offset order.
 func (s *Segment) Regions() []RegionInfo {
 	return append([]RegionInfo(nil), s.regions...)
+}
+
+// Retire gives the segment's shared memory back while keeping its
+// addresses valid: the shared mapping is replaced, in place, by private
+// zero-filled memory of the same size, and the memfd is closed. Slices
+// taken from Region before remain safe to use (they read zeros, and what
+// is written to them is private and freed by Close), so host code that
+// still holds an old generation never faults; Region fails with ErrRetired
+// from then on. Once the children that mapped the segment are gone, its
+// pages are freed. The private memory costs nothing until it is written.
+//
+// Retire is idempotent, and a no-op after Close.
+func (s *Segment) Retire() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.retired {
+		return nil
+	}
+	s.retired = true
+	_, err := unix.MmapPtr(-1, 0, unsafe.Pointer(unsafe.SliceData(s.mem)), uintptr(len(s.mem)),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED|unix.MAP_NORESERVE)
+	if err != nil {
+		// The shared mapping is still in place; it is unmapped by Close.
+		err = fmt.Errorf("shmactor: retire generation %d: remap: %w", s.gen, err)
+	}
+	if cerr := s.f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("shmactor: retire generation %d: close memfd: %w", s.gen, cerr)
+	}
+	return err
+}
+
+// Retired reports whether Retire has run.
+func (s *Segment) Retired() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.retired
 }
 
 // Close unmaps the segment and closes the memfd. It is idempotent: later
@@ -213,6 +258,9 @@ func (s *Segment) Close() error {
 		s.err = fmt.Errorf("shmactor: munmap: %w", err)
 	}
 	s.mem = nil
+	if s.retired {
+		return s.err // the memfd was closed by Retire
+	}
 	if err := s.f.Close(); err != nil && s.err == nil {
 		s.err = fmt.Errorf("shmactor: close memfd: %w", err)
 	}

@@ -413,3 +413,77 @@ func TestOpenRefusesUnsealed(t *testing.T) {
 		}
 	}
 }
+
+// memfds counts this process's open memfd descriptors.
+func memfds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(l, "/memfd:") {
+			n++
+		}
+	}
+	return n
+}
+
+// Retire gives the memfd back at once, keeps the host's old slices valid
+// (zeros, privately writable) and refuses new Region calls, while a mapping
+// that another holder took before keeps the shared data.
+func TestRetire(t *testing.T) {
+	base := memfds(t)
+	seg, err := Build(7, []Region{{Name: "r", Size: 8192}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := seg.Region("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(mem, 9)
+	other, err := Open(dupFile(t, seg.File()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if got := memfds(t) - base; got != 2 {
+		t.Fatalf("%d memfds open before Retire, want 2", got)
+	}
+	if err := seg.Retire(); err != nil {
+		t.Fatal(err)
+	}
+	if err := seg.Retire(); err != nil {
+		t.Fatalf("second Retire: %v", err)
+	}
+	if !seg.Retired() {
+		t.Fatal("Retired() = false after Retire")
+	}
+	if got := memfds(t) - base; got != 1 {
+		t.Fatalf("%d memfds open after Retire, want 1 (the other holder's)", got)
+	}
+	if !bytes.Equal(mem, make([]byte, len(mem))) {
+		t.Fatal("an old slice of a retired segment does not read zeros")
+	}
+	mem[0] = 1 // private memory: writable, and seen by nobody else
+	omem, err := other.Region("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, len(omem))
+	fill(want, 9)
+	if !bytes.Equal(omem, want) {
+		t.Fatal("the other holder lost the shared data when the host retired its mapping")
+	}
+	if _, err := seg.Region("r"); !errors.Is(err, ErrRetired) {
+		t.Fatalf("Region after Retire = %v, want ErrRetired", err)
+	}
+	if err := seg.Close(); err != nil {
+		t.Fatalf("Close after Retire: %v", err)
+	}
+	if err := seg.Retire(); err != nil {
+		t.Fatalf("Retire after Close: %v", err)
+	}
+}
