@@ -266,8 +266,10 @@ func killGroupAndExit() {
 // heartbeat interval.
 var loanLimit = time.Second // a variable only for tests that must rule the watchdog out
 
-// heartbeat sends a heartbeat every interval and, at each, checks that
-// the worker has not kept the reading goroutine for longer than loanLimit
+// heartbeat keeps the bridge from falling silent: at every interval in
+// which the child sent nothing, it sends a heartbeat (traffic is liveness,
+// so a busy bridge carries none); and at each tick it checks that the
+// worker has not kept the reading goroutine for longer than loanLimit
 // (bridge.Conn.CheckLoan). With heartbeats off (interval 0) it only checks,
 // every loanLimit. One ticker: an idle child wakes once per interval.
 func (c *child) heartbeat(every time.Duration) {
@@ -278,14 +280,20 @@ func (c *child) heartbeat(every time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	beating := every > 0
+	sent := c.conn.Stats.FramesOut.Load()
 	for range t.C {
 		c.conn.CheckLoan(loanLimit)
 		if !beating {
 			continue
 		}
+		if n := c.conn.Stats.FramesOut.Load(); n != sent {
+			sent = n // frames went out since the last tick
+			continue
+		}
 		if err := c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
 			beating = false // the bridge is failing: the reader's end follows
 		}
+		sent = c.conn.Stats.FramesOut.Load()
 	}
 }
 

@@ -3,6 +3,8 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"flag"
+	"os/exec"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -34,10 +36,42 @@ import (
 // inherit RTTEST_RUN, and after each test no live process may carry it.
 var runID string
 
+// roles are what the tests re-execute this binary as, besides children:
+// postmasters (and a lock holder) in processes of their own, so that a test
+// can signal or SIGKILL them. One table: an unknown role fails at once, and
+// a full run fails if a role was never used.
+var roles = map[string]func() int{
+	"postmaster":  postmasterRole,
+	"lockholder":  lockholderRole,
+	"pmt_fdlimit": pmtFdLimitRole,
+	"pmt_signals": pmtSignalsRole,
+	"pmt_pause":   pmtPauseRole,
+}
+
+var rolesUsed sync.Map
+
+// roleCmd returns a command that runs this binary as role, with env added
+// to the environment.
+func roleCmd(role string, env ...string) *exec.Cmd {
+	if _, ok := roles[role]; !ok {
+		panic("roleCmd: unknown role " + role)
+	}
+	rolesUsed.Store(role, true)
+	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), "RTTEST_ROLE="+role), env...)
+	return cmd
+}
+
 func TestMain(m *testing.M) {
 	Main() // in a child: runs the worker and exits
-	if os.Getenv("RTTEST_ROLE") == "postmaster" {
-		os.Exit(postmasterRole())
+	if role := os.Getenv("RTTEST_ROLE"); role != "" {
+		fn, ok := roles[role]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "runtime tests: unknown role %q\n", role)
+			os.Exit(2)
+		}
+		os.Unsetenv("RTTEST_ROLE")
+		os.Exit(fn())
 	}
 	if os.Getenv("RTTEST_RUN") == "" {
 		b := make([]byte, 8)
@@ -49,7 +83,16 @@ func TestMain(m *testing.M) {
 	// atexit_sleep_ms): as long as the tests' stop grace periods. Children
 	// inherit this.
 	os.Setenv("GORACE", "atexit_sleep_ms=0")
-	os.Exit(m.Run())
+	code := m.Run()
+	if f := flag.Lookup("test.run"); code == 0 && f != nil && f.Value.String() == "" && !testing.Short() {
+		for role := range roles {
+			if _, ok := rolesUsed.Load(role); !ok {
+				fmt.Fprintf(os.Stderr, "runtime tests: role %q is never used\n", role)
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
 }
 
 // Ping is a JSON message used across the bridge in tests.

@@ -38,9 +38,6 @@ func init() {
 		<-ctx.Done()
 		return nil
 	}})
-	if os.Getenv("RTTEST_ROLE") == "lockholder" && os.Getenv(envChild) == "" {
-		os.Exit(lockholderRole())
-	}
 }
 
 // Starts and restarts are served from the warm pool, which refills; an
@@ -145,8 +142,7 @@ func TestRow15LockFileInterlock(t *testing.T) {
 			}
 		}
 	})
-	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
-	cmd.Env = append(os.Environ(), "RTTEST_ROLE=lockholder", "RTTEST_LOCK="+lock, "RTTEST_PIDFILE="+pidfile)
+	cmd := roleCmd("lockholder", "RTTEST_LOCK="+lock, "RTTEST_PIDFILE="+pidfile)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

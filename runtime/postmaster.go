@@ -575,7 +575,7 @@ func (pm *postmaster) ready(p *proc) {
 func (pm *postmaster) fault(p *proc, err error) {
 	s := p.slot
 	cause := ReasonProtocol
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, errSilent) {
 		cause = ReasonHeartbeat
 	}
 	if errors.Is(err, bridge.ErrProtocol) {

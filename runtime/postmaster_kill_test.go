@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,8 +51,7 @@ func postmasterRole() int {
 // bridge (authoritative) and Pdeathsig (backstop); a worker ignoring SIGTERM
 // and a worker's own child die too.
 func TestRow13PostmasterSigkill(t *testing.T) {
-	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
-	cmd.Env = append(os.Environ(), "RTTEST_ROLE=postmaster")
+	cmd := roleCmd("postmaster")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

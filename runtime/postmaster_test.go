@@ -92,17 +92,6 @@ func init() {
 			}
 		}
 	}})
-
-	// Subprocess roles: the test binary re-executed as a postmaster. Never
-	// in a child (BGWORKER_CHILD set): a child inherits RTTEST_ROLE.
-	if os.Getenv(envChild) == "" {
-		switch os.Getenv("RTTEST_ROLE") {
-		case "pmt_fdlimit":
-			os.Exit(pmtFdLimitRole())
-		case "pmt_signals":
-			os.Exit(pmtSignalsRole())
-		}
-	}
 }
 
 // ---- helpers (prefixed pmt: other test files share this package) ----
@@ -258,6 +247,7 @@ type pmtSub struct {
 	cmd    *exec.Cmd
 	lines  chan string
 	stderr *pmtBuffer
+	stdin  io.WriteCloser
 	all    []string
 }
 
@@ -280,13 +270,17 @@ func (b *pmtBuffer) String() string {
 
 func pmtStartRole(t *testing.T, role string) *pmtSub {
 	t.Helper()
-	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
+	cmd := roleCmd(role)
 	cmd.Env = append(pmtChildEnv(), "RTTEST_ROLE="+role)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &pmtSub{t: t, cmd: cmd, lines: make(chan string, 4096), stderr: &pmtBuffer{}}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &pmtSub{t: t, cmd: cmd, lines: make(chan string, 4096), stderr: &pmtBuffer{}, stdin: in}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -559,7 +553,6 @@ func TestRow08CriticalWorkerShutsDownRuntime(t *testing.T) {
 // descriptors for a spawn, lifts the limit after a few failed starts, and
 // prints what it saw.
 func pmtFdLimitRole() int {
-	os.Unsetenv("RTTEST_ROLE")
 	say := func(format string, a ...any) { fmt.Printf(format+"\n", a...) }
 	fail := func(format string, a ...any) int { say("error "+format, a...); return 1 }
 	// The netpoller's own descriptors exist before the baseline.
@@ -1170,7 +1163,6 @@ func TestRow29CrashDuringShutdown(t *testing.T) {
 // per start phase, and prints the stop order once a signal has shut it
 // down.
 func pmtSignalsRole() int {
-	os.Unsetenv("RTTEST_ROLE")
 	say := func(format string, a ...any) { fmt.Printf(format+"\n", a...) }
 	fail := func(format string, a ...any) int { say("error "+format, a...); return 1 }
 	var specs []actors.Spec

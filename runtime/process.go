@@ -58,6 +58,8 @@ type proc struct {
 	segGen    uint64   // the generation of segFile
 	connect   atomic.Bool
 	idleReady atomic.Bool // in the warm pool, ready for a worker
+	watched   atomic.Bool // heartbeating: the liveness watchdog checks it
+	silent    atomic.Bool // the watchdog reported it silent
 
 	goodbye    int         // exit code announced by goodbye; -1 = none
 	readErr    error       // why the read loop ended
@@ -167,9 +169,9 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 		return nil, fmt.Errorf("runtime: bridge: %w", err)
 	}
 	p.conn = bridge.NewConn(nc.(*net.UnixConn), rt.cfg.MaxFrame)
-	// No read deadline until the child heartbeats (from Idle on): before
-	// that the start timeout governs, so a slow exec under load is not
-	// mistaken for a wedged child.
+	// Not watched for liveness until the child heartbeats (from Idle on):
+	// before that the start timeout governs, so a slow exec under load is
+	// not mistaken for a wedged child.
 	p.conn.WriteTimeout = rt.cfg.HeartbeatTimeout
 	p.ep = bridge.NewEndpoint(p.conn, rt.system, procAddress(id), p.resolve, rt.log)
 	rt.procs.Store(id, p)
@@ -261,7 +263,7 @@ func (p *proc) read() {
 			return nil
 		case state == 1 && k == bridge.KindIdle:
 			state = 2
-			p.conn.ReadTimeout = p.rt.cfg.HeartbeatTimeout
+			p.watched.Store(true) // it heartbeats from now on
 			p.rt.tellAndRun(msgProcIdle{p: p})
 			return bridge.ParseEmpty(k, body)
 		case state == 2 && k == bridge.KindReady:

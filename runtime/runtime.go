@@ -166,6 +166,7 @@ type Runtime struct {
 	stopped     chan struct{} // closed when every child is reaped after a shutdown
 	finished    chan struct{} // closed when Shutdown has released everything
 	releaseOnce sync.Once
+	liveStop    chan struct{} // ends the liveness watchdog
 	sigStop     func()
 	subs        atomic.Int64
 	lock        *os.File          // Config.LockFile, held until release
@@ -265,6 +266,8 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		rt.http = h
 	}
 	rt.spawner = newSpawner(rt, rt.cfg.MaxWorkers+64)
+	rt.liveStop = make(chan struct{})
+	rt.wg.Go("liveness watchdog", func() { rt.watchLiveness(rt.liveStop) })
 	rt.pmPID = rt.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return rt.pm }).
 		Configure(actor.WithDispatcher(&rt.pmDisp)))
 	if rt.cfg.HandleSignals {
@@ -819,6 +822,7 @@ func (rt *Runtime) release() {
 		rt.http.close()
 	}
 	_ = rt.system.Root.StopFuture(rt.pmPID).Wait()
+	close(rt.liveStop)
 	rt.spawner.stop()
 	_ = rt.wg.Wait(context.Background())
 	for _, seg := range append(rt.pm.oldSegs, rt.pm.seg) {

@@ -40,9 +40,6 @@ type Conn struct {
 	maxFrame int
 	Stats    Stats
 
-	// ReadTimeout, when set before ReadLoop, fails the read loop when no
-	// byte arrives for that long (the peer's heartbeat stopped).
-	ReadTimeout time.Duration
 	// WriteTimeout bounds each wait for queue space, and each socket
 	// write of up to 1 MiB: a large batch fails only when the peer stops
 	// reading, not because it takes long to drain.
@@ -69,7 +66,12 @@ type Conn struct {
 	fds  []int // descriptors received with SCM_RIGHTS, in arrival order
 
 	loan atomic.Pointer[loan] // the work the reading goroutine is running, if any
+
+	lastRecv atomic.Int64 // when bytes last arrived: since epoch, monotonic
 }
+
+// epoch anchors LastReceived's monotonic readings.
+var epoch = time.Now()
 
 // NewConn wraps a connected unix socket and starts its writer goroutine.
 func NewConn(uc *net.UnixConn, maxFrame int) *Conn {
@@ -77,6 +79,7 @@ func NewConn(uc *net.UnixConn, maxFrame int) *Conn {
 		maxFrame = DefaultMaxFrame
 	}
 	c := &Conn{uc: uc, maxFrame: maxFrame, MaxPending: 8 << 20, WriteTimeout: 10 * time.Second, stopped: make(chan struct{})}
+	c.lastRecv.Store(int64(time.Since(epoch)))
 	c.work.L = &c.mu
 	c.space.L = &c.mu
 	go c.writer()
@@ -101,6 +104,29 @@ func FileConn(f *os.File, maxFrame int) (*Conn, error) {
 // SyscallConn gives raw access to the socket, for callers that need a
 // socket option or a raw write (protocol tests).
 func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn() }
+
+// LastReceived returns when bytes last arrived from the peer (or when the
+// Conn was made, before any did). Liveness is judged from it: any traffic
+// proves the peer alive, not only heartbeats, and one watchdog can check
+// many connections without a timer or a deadline per read.
+func (c *Conn) LastReceived() time.Time { return epoch.Add(time.Duration(c.lastRecv.Load())) }
+
+// Buffered returns how many bytes the peer has sent that are waiting in the
+// socket, not yet read (SIOCINQ). A watchdog that finds a connection silent
+// asks it first: bytes waiting mean the peer did speak and this side is
+// behind (it was paused, say, or starved of CPU), not that the peer is dead.
+func (c *Conn) Buffered() (int, error) {
+	rc, err := c.uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		return 0, err
+	}
+	return n, ierr
+}
 
 // MaxFrame returns the frame size cap.
 func (c *Conn) MaxFrame() int { return c.maxFrame }
@@ -562,10 +588,10 @@ func (rd *frameLoop) fill() (end bool, err error) {
 			rd.buf = nb
 		}
 	}
-	if c.ReadTimeout > 0 {
-		c.uc.SetReadDeadline(time.Now().Add(c.ReadTimeout))
-	}
 	n, oobn, _, _, err := c.uc.ReadMsgUnix(rd.buf[rd.w:], rd.oob)
+	if n > 0 {
+		c.lastRecv.Store(int64(time.Since(epoch)))
+	}
 	if oobn > 0 {
 		c.takeRights(rd.oob[:oobn], rd.accept)
 	}
