@@ -115,7 +115,7 @@ func TestWorkerWithoutConnectCannotReachHost(t *testing.T) {
 	}))
 	defer h.rt.System().Root.Stop(store)
 	h.rt.Expose("store", store)
-	hd, err := h.rt.StartWorker(ctx(t), actors.Spec{Name: "nc", Type: "caller", Connect: false, Arg: []byte("store"), StartAt: phases.PostmasterStart, Restart: actors.NeverRestart})
+	hd, err := h.rt.StartWorker(ctx(t), actors.Spec{Name: "nc", Type: "plain_caller", Arg: []byte("store"), StartAt: phases.PostmasterStart, Restart: actors.NeverRestart})
 	if err != nil {
 		t.Fatal(err)
 	}

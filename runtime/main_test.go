@@ -125,25 +125,29 @@ func init() {
 	actors.MustDefine(actors.Spec{Name: "fault", Run: func(ctx context.Context, w actors.Worker) error {
 		return runFault(ctx, w, string(w.Arg()))
 	}})
-	// caller: a connected worker that asks the host actor "store" and
-	// reports the answer by exiting 0 (right answer) or 1.
-	actors.MustDefine(actors.Spec{Name: "caller", Connect: true, Run: func(ctx context.Context, w actors.Worker) error {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		target := string(w.Arg())
-		r, err := w.Request(rctx, target, Ping{N: 41, Text: "q"})
-		if err != nil {
-			return fmt.Errorf("request: %w", err)
-		}
-		if p, ok := r.(Ping); !ok || p.N != 42 {
-			return fmt.Errorf("bad answer %#v", r)
-		}
-		if err := w.Send(target, Ping{N: 1}); err != nil {
-			return err
-		}
-		<-ctx.Done()
-		return nil
-	}})
+	// caller: a connected worker that asks the host actor named in its
+	// Arg and reports the answer by exiting 0 (right answer) or 1;
+	// plain_caller: the same code defined without Connect.
+	actors.MustDefine(actors.Spec{Name: "caller", Connect: true, Run: callHost})
+	actors.MustDefine(actors.Spec{Name: "plain_caller", Run: callHost})
+}
+
+func callHost(ctx context.Context, w actors.Worker) error {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	target := string(w.Arg())
+	r, err := w.Request(rctx, target, Ping{N: 41, Text: "q"})
+	if err != nil {
+		return fmt.Errorf("request: %w", err)
+	}
+	if p, ok := r.(Ping); !ok || p.N != 42 {
+		return fmt.Errorf("bad answer %#v", r)
+	}
+	if err := w.Send(target, Ping{N: 1}); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
 }
 
 // rawWrite writes bytes straight to the bridge socket, under the frames.
@@ -183,6 +187,9 @@ func runFault(ctx context.Context, w actors.Worker, action string) error {
 		return nil
 	case "panic":
 		panic("fault: panic")
+	case "panic_after_20ms":
+		time.Sleep(20 * time.Millisecond) // the worker's own run: it crashes 20 ms in
+		panic("fault: panic after 20ms")
 	case "exit0":
 		os.Exit(0)
 	case "exit1":
@@ -247,6 +254,10 @@ func runFault(ctx context.Context, w actors.Worker, action string) error {
 		esc := execEscaped()
 		fmt.Printf("escaped %d\n", esc.Process.Pid)
 		return errors.New("fault: exit 1 with an escaped grandchild")
+	case "log_once":
+		w.Logger().Info("fault: hello", "n", 1)
+		<-ctx.Done()
+		return nil
 	case "grandchild":
 		// A worker's own child process dies with it (process group).
 		cmd := execSleep()

@@ -47,6 +47,11 @@ type (
 		started bool // wait for running (else for a terminal state)
 		reply   chan waitReply
 	}
+	msgUnwait struct {
+		name  string
+		reply chan waitReply // the waiter's reply channel: its identity
+	}
+	msgFunc  struct{ fn func(pm *postmaster) } // runs fn inside the postmaster (tests, snapshots)
 	msgWatch struct {
 		name  string
 		gen   uint64
@@ -91,6 +96,8 @@ func (msgStop) pmMsg()        {}
 func (msgStatus) pmMsg()      {}
 func (msgWait) pmMsg()        {}
 func (msgWatch) pmMsg()       {}
+func (msgUnwait) pmMsg()      {}
+func (msgFunc) pmMsg()        {}
 func (msgShutdown) pmMsg()    {}
 func (msgSpawned) pmMsg()     {}
 func (msgProcIdle) pmMsg()    {}
@@ -297,6 +304,12 @@ func (pm *postmaster) handle(ctx actor.Context, m pmMsg) {
 		m.reply <- pm.rows()
 	case msgWait:
 		pm.wait(m)
+	case msgUnwait:
+		if s, ok := pm.byName[m.name]; ok {
+			s.waiters = slices.DeleteFunc(s.waiters, func(w *waiter) bool { return w.reply == m.reply })
+		}
+	case msgFunc:
+		m.fn(pm)
 	case msgWatch:
 		s, err := pm.lookup(m.name, m.gen)
 		if err == nil {
@@ -514,6 +527,7 @@ func (pm *postmaster) spawned(m msgSpawned) {
 // right after its spawn, or an idle one taken from the warm pool.
 func (pm *postmaster) adopt(s *slot, p *proc) {
 	p.slot, p.inc = s, s.inc
+	p.assigned = time.Now() // the worker's uptime counts from here, not from the child's spawn
 	s.proc = p
 	pm.publishRow(s) // the pid, before any reply of this message
 	// The start timeout counts from the moment the process exists, not
@@ -628,7 +642,7 @@ func (pm *postmaster) exited(ctx actor.Context, m msgProcExited) {
 	cause := s.cause
 	ex := classify(m.status, m.goodbye, cause, s.spec.SharedMemory)
 	ex.At = m.at
-	ex.Uptime = m.at.Sub(p.spawn)
+	ex.Uptime = m.at.Sub(p.assigned)
 	if ex.Crash || ex.Code > 0 {
 		ex.Stderr = p.tail.String()
 	}

@@ -54,8 +54,9 @@ type proc struct {
 	slot      *slot
 	inc       uint64
 	cause     string
-	segFile   *os.File // this child's duplicate of the segment memfd, closed at reap
-	segGen    uint64   // the generation of segFile
+	segFile   *os.File  // this child's duplicate of the segment memfd, closed at reap
+	segGen    uint64    // the generation of segFile
+	assigned  time.Time // when it was given its worker: the worker's uptime counts from here
 	connect   atomic.Bool
 	idleReady atomic.Bool // in the warm pool, ready for a worker
 	watched   atomic.Bool // heartbeating: the liveness watchdog checks it
@@ -401,6 +402,11 @@ func (p *proc) output(r *os.File) {
 			name := p.slotName
 			p.mu.Unlock()
 			level, msg, attrs := childRecord(s)
+			// The host adds who wrote the line; the child's own record
+			// (its logger carries the worker's name) must not repeat it.
+			attrs = slices.DeleteFunc(attrs, func(a slog.Attr) bool {
+				return a.Key == "worker" && a.Value.String() == name || a.Key == "pid" || a.Key == "source"
+			})
 			attrs = append(attrs, slog.String("worker", name), slog.Int("pid", p.pid), slog.String("source", "child"))
 			if truncated {
 				attrs = append(attrs, slog.Bool("truncated", true))

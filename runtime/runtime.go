@@ -191,9 +191,12 @@ func New(cfg Config) (*Runtime, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	// Registration closes once a runtime exists, whatever the config: a
+	// worker registered later would silently never run.
+	registered := actors.Registered()
 	specs := slices.Clone(cfg.Workers)
 	if specs == nil {
-		specs = actors.Registered()
+		specs = registered
 	}
 	seen := map[string]bool{}
 	codes := make([]string, len(specs))
@@ -411,19 +414,19 @@ func (rt *Runtime) StartWorker(ctx context.Context, spec actors.Spec) (*Handle, 
 
 // resolveCode finds the code a spec runs. A spec with Run or Props is
 // registered code itself, found by its Name in the child; one without names
-// registered or defined code by its Type (or Name), whose Run, Props and
-// Regions it takes.
+// registered or defined code by its Type (or Name), and inherits from that
+// definition (see inherit).
 func resolveCode(spec actors.Spec) (actors.Spec, string, error) {
 	code := spec.Name
 	if spec.Run == nil && spec.Props == nil {
 		code = spec.TypeName()
-		tmpl, ok := actors.Lookup(code)
+		def, ok := actors.Lookup(code)
 		if !ok {
 			return spec, "", fmt.Errorf("%w: worker %q: no code registered or defined as %q", ErrUnknownWorker, spec.Name, code)
 		}
-		spec.Run, spec.Props = tmpl.Run, tmpl.Props
-		if spec.SharedMemory && len(spec.Regions) == 0 {
-			spec.Regions = tmpl.Regions
+		var err error
+		if spec, err = inherit(spec, def); err != nil {
+			return spec, "", err
 		}
 	} else if _, ok := actors.Lookup(code); !ok {
 		return spec, "", fmt.Errorf("%w: worker %q is not registered or defined in this binary; its child could not find its code", ErrUnknownWorker, spec.Name)
@@ -432,6 +435,52 @@ func resolveCode(spec actors.Spec) (actors.Spec, string, error) {
 		return spec, "", err
 	}
 	return spec, code, nil
+}
+
+// inherit completes a spec that names defined code: every field the
+// definition sets and the spec leaves zero comes from the definition (its
+// Run and Props always do). A field the spec sets overrides the
+// definition's, except where the code depends on it: shared memory cannot
+// be asked for by code defined without it, and the regions, which size the
+// segment from the definitions, must be the definition's. Those
+// contradictions are errors here, not failures in the child.
+func inherit(spec, def actors.Spec) (actors.Spec, error) {
+	contradiction := func(format string, a ...any) (actors.Spec, error) {
+		return spec, &actors.SpecError{Name: spec.Name, Err: actors.ErrInvalidSpec,
+			Reason: fmt.Sprintf("contradicts the definition of %q: ", def.Name) + fmt.Sprintf(format, a...)}
+	}
+	if spec.SharedMemory && !def.SharedMemory {
+		return contradiction("SharedMemory is set, but the code is defined without shared memory")
+	}
+	if len(spec.Regions) > 0 && !slices.EqualFunc(spec.Regions, def.Regions, func(a, b shmactor.Region) bool { return a.Name == b.Name && a.Size == b.Size }) {
+		return contradiction("Regions differ from the definition's; the segment is sized from the definitions")
+	}
+	spec.Run, spec.Props = def.Run, def.Props
+	spec.SharedMemory = spec.SharedMemory || def.SharedMemory
+	spec.Connect = spec.Connect || def.Connect
+	spec.Critical = spec.Critical || def.Critical
+	if spec.SharedMemory {
+		spec.Regions = def.Regions
+	}
+	if spec.StartAt == 0 {
+		spec.StartAt = def.StartAt
+	}
+	if spec.Restart == nil {
+		spec.Restart = def.Restart
+	}
+	if spec.Intensity == (actors.Intensity{}) {
+		spec.Intensity = def.Intensity
+	}
+	if spec.StopTimeout == 0 {
+		spec.StopTimeout = def.StopTimeout
+	}
+	if spec.StartTimeout == 0 {
+		spec.StartTimeout = def.StartTimeout
+	}
+	if spec.Arg == nil {
+		spec.Arg = def.Arg
+	}
+	return spec, nil
 }
 
 // Handle refers to one dynamic worker (one StartWorker call). After the
@@ -492,6 +541,9 @@ func (rt *Runtime) wait(ctx context.Context, name string, gen uint64, started bo
 	rt.tell(msgWait{name: name, gen: gen, started: started, reply: reply})
 	r, err := await(ctx, rt, reply)
 	if err != nil {
+		// Given up: the postmaster forgets the waiter, so callers that
+		// poll with short deadlines do not grow it without bound.
+		rt.tell(msgUnwait{name: name, reply: reply})
 		return r, err
 	}
 	return r, r.err

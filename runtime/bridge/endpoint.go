@@ -46,7 +46,7 @@ type Endpoint struct {
 
 	nextID  atomic.Uint32
 	mu      sync.Mutex
-	pending map[uint32]*actor.PID
+	pending map[uint32]pendingRequest
 	closed  bool
 
 	// Owned by the goroutine that calls Handle: the last inbound target
@@ -59,10 +59,16 @@ type Endpoint struct {
 	EncodeErrors  atomic.Uint64 // outbound messages that could not be encoded
 }
 
+// pendingRequest is a request sent across and not yet answered.
+type pendingRequest struct {
+	sender *actor.PID // where the response goes
+	target string     // whom it was sent to, for errors
+}
+
 // NewEndpoint makes an endpoint. replyTo is an address that the system
 // resolves back to this endpoint (see ReplyPID).
 func NewEndpoint(conn *Conn, system *actor.ActorSystem, replyTo string, resolve func(string) (*actor.PID, error), log *slog.Logger) *Endpoint {
-	return &Endpoint{conn: conn, system: system, replyTo: replyTo, resolve: resolve, log: log, pending: map[uint32]*actor.PID{}}
+	return &Endpoint{conn: conn, system: system, replyTo: replyTo, resolve: resolve, log: log, pending: map[uint32]pendingRequest{}}
 }
 
 // Conn returns the endpoint's connection.
@@ -202,7 +208,7 @@ func (e *Endpoint) request(target string, msg any, sender *actor.PID) error {
 		e.mu.Unlock()
 		return ErrClosed
 	}
-	e.pending[id] = sender
+	e.pending[id] = pendingRequest{sender: sender, target: target}
 	e.mu.Unlock()
 	// The sender waits for a frame still to be read: if it runs on the
 	// reading goroutine (ReadLoop's yield), reading must go on elsewhere.
@@ -259,10 +265,10 @@ func (e *Endpoint) Handle(k Kind, body []byte) error {
 	switch k {
 	case KindResponse:
 		e.mu.Lock()
-		sender := e.pending[uint32(m.ID)]
+		req, ok := e.pending[uint32(m.ID)]
 		delete(e.pending, uint32(m.ID))
 		e.mu.Unlock()
-		if sender == nil {
+		if !ok {
 			return nil // answered after its future timed out
 		}
 		switch m.Status {
@@ -270,14 +276,14 @@ func (e *Endpoint) Handle(k Kind, body []byte) error {
 			msg, err := e.dec.Decode(m.Type, m.Payload)
 			if err != nil {
 				e.Undeliverable.Add(1)
-				e.system.Root.Send(sender, &RemoteError{Reason: err.Error()})
+				e.system.Root.Send(req.sender, &RemoteError{Target: req.target, Reason: err.Error()})
 				return nil
 			}
-			e.system.Root.Send(sender, msg)
+			e.system.Root.Send(req.sender, msg)
 		case StatusUnavailable:
-			e.system.Root.Send(sender, &actor.DeadLetterResponse{})
+			e.system.Root.Send(req.sender, &actor.DeadLetterResponse{})
 		default:
-			e.system.Root.Send(sender, &RemoteError{Reason: string(m.Payload)})
+			e.system.Root.Send(req.sender, &RemoteError{Target: req.target, Reason: string(m.Payload)})
 		}
 		return nil
 	}
@@ -329,10 +335,10 @@ func (e *Endpoint) Close() {
 	e.mu.Lock()
 	e.closed = true
 	pending := e.pending
-	e.pending = map[uint32]*actor.PID{}
+	e.pending = map[uint32]pendingRequest{}
 	e.mu.Unlock()
-	for _, s := range pending {
-		e.system.Root.Send(s, &actor.DeadLetterResponse{})
+	for _, r := range pending {
+		e.system.Root.Send(r.sender, &actor.DeadLetterResponse{})
 	}
 }
 

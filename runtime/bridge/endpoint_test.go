@@ -57,7 +57,7 @@ func TestEndpointUnknownType(t *testing.T) {
 	id := p.host.nextID.Add(1)
 	f := actor.NewFuture(p.hostSys, 5*time.Second)
 	p.host.mu.Lock()
-	p.host.pending[id] = f.PID()
+	p.host.pending[id] = pendingRequest{sender: f.PID(), target: "t"}
 	p.host.mu.Unlock()
 	req, s := AppendRequestHeader(nil, uint64(id), "", "no.such.Type")
 	p.rawSend(t, FinishFrame(append(req, 9), s))
@@ -66,7 +66,7 @@ func TestEndpointUnknownType(t *testing.T) {
 		t.Fatal(err)
 	}
 	re, ok := v.(*RemoteError)
-	if !ok || !bytes.Contains([]byte(re.Reason), []byte("no codec")) {
+	if !ok || !bytes.Contains([]byte(re.Reason), []byte("no codec")) || re.Target != "t" {
 		t.Fatalf("request of an unknown type answered with %T %v, want a RemoteError about the codec", v, v)
 	}
 	if got := p.countTells(t); got != "0" {
