@@ -81,6 +81,10 @@ type Spec struct {
 	// ready; past it the child is killed and the start counts as failed.
 	// Zero = 10 s.
 	StartTimeout time.Duration
+	// NotifyReady makes the worker ready only when it calls Worker.Ready,
+	// after its own setup (systemd's Type=notify), instead of as soon as
+	// its actor has started (Type=simple). StartTimeout counts until then.
+	NotifyReady bool
 }
 
 // Defaults for the optional durations of a Spec.

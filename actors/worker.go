@@ -52,6 +52,25 @@ type Worker interface {
 	// (SIGTERM or the terminate notice). A RunFunc's ctx is cancelled at
 	// the same moment.
 	Terminating() <-chan struct{}
+
+	// Ready reports the worker ready, for a spec with NotifyReady
+	// (systemd's Type=notify): until then the worker is starting, and its
+	// StartTimeout runs. Calls after the first, and calls for a spec
+	// without NotifyReady (ready once started), do nothing.
+	Ready()
+	// SetActivity says what the worker is doing now, for the status table
+	// (PostgreSQL's pgstat_report_activity): rt.Workers() and GET /workers
+	// show it with the time it was set, until the next SetActivity or the
+	// next state change. Cheap enough to call per item: the bridge carries
+	// only the latest text, at most every 50 ms. Text past 256 bytes is
+	// cut.
+	SetActivity(text string)
+	// Reload receives a value each time the host asks its workers to
+	// reload their configuration (Runtime.Reload, SIGHUP with
+	// HandleSignals); requests that come while one is pending are merged.
+	// An actor-style worker also receives *Reload as a message. A worker
+	// never gets SIGHUP itself.
+	Reload() <-chan struct{}
 	// Exit ends the worker with the exit contract: nil exits 0 (done),
 	// an error exits 1 (restart after backoff). For actor-style workers.
 	// It does not return.
@@ -71,6 +90,11 @@ const (
 	// ExitPanic: a Go panic; a crash.
 	ExitPanic = 2
 )
+
+// Reload is the message an actor-style worker receives when the host asks
+// its workers to reload their configuration (PostgreSQL's SIGHUP and
+// ProcessConfigFile). See Worker.Reload.
+type Reload struct{}
 
 // Terminate is the message a worker actor receives when the postmaster asks
 // the worker to stop. The actor should finish and stop itself (exit 0) or

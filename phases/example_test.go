@@ -7,7 +7,7 @@ import (
 )
 
 func Example() {
-	for _, p := range phases.All {
+	for _, p := range phases.All() {
 		fmt.Println(p, p < phases.RecoveryFinished)
 	}
 	m := phases.Fast

@@ -17,8 +17,11 @@ const (
 	RecoveryFinished
 )
 
-// All lists the phases in the order they are entered.
-var All = []Phase{PostmasterStart, ConsistentState, RecoveryFinished}
+// All returns the phases in the order they are entered.
+func All() [3]Phase { return [3]Phase{PostmasterStart, ConsistentState, RecoveryFinished} }
+
+// Reverse returns the phases in the order workers stop: the latest first.
+func Reverse() [3]Phase { return [3]Phase{RecoveryFinished, ConsistentState, PostmasterStart} }
 
 // Valid reports whether p is one of the three phases.
 func (p Phase) Valid() bool { return p >= PostmasterStart && p <= RecoveryFinished }
@@ -53,7 +56,7 @@ func (p *Phase) UnmarshalText(b []byte) error {
 
 // Parse returns the phase with the given name (as printed by String).
 func Parse(s string) (Phase, error) {
-	for _, p := range All {
+	for _, p := range All() {
 		if p.String() == s {
 			return p, nil
 		}
@@ -90,18 +93,4 @@ func (m ShutdownMode) String() string {
 		return "immediate"
 	}
 	return fmt.Sprintf("shutdown_mode(%d)", uint8(m))
-}
-
-// Entered is the event published when the runtime enters a phase. Reset is
-// true when the phase is re-entered by an all-for-one reset of the
-// shared-memory group.
-type Entered struct {
-	Phase Phase
-	Reset bool
-}
-
-// ShutdownBegun is the event published when a shutdown starts. A later call
-// with a harder mode publishes it again with that mode.
-type ShutdownBegun struct {
-	Mode ShutdownMode
 }

@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"errors"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -206,24 +205,7 @@ func TestWorkerActorStopIsCleanExit(t *testing.T) {
 	}
 }
 
-func TestPropsHaveMailbox(t *testing.T) {
-	plain := actor.PropsFromFunc(func(actor.Context) {})
-	if propsHave(plain, "mailboxProducer") {
-		t.Error("plain Props reported with a mailbox")
-	}
-	if !propsHave(plain.Configure(actor.WithMailbox(actor.Unbounded())), "mailboxProducer") {
-		t.Error("Props with WithMailbox reported without one")
-	}
-}
-
 func init() {
-	// A child of TestActorBlockingOnHostRequestInReceive: the watchdog
-	// must not be what frees the relay.
-	if v := os.Getenv("RTTEST_LOAN_LIMIT"); v != "" && os.Getenv(envChild) != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			loanLimit = d
-		}
-	}
 	// relay: a connected actor that, handling a request from the host,
 	// asks the host actor named by its Arg and answers with that answer:
 	// it blocks in Receive on a frame the bridge has still to read.

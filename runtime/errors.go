@@ -1,6 +1,9 @@
 package runtime
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors of the public API. Each is returned wrapped with the details (the
 // worker's name, the state); test with errors.Is.
@@ -18,4 +21,37 @@ var (
 	ErrCriticalWorker     = errors.New("runtime: a critical worker failed")
 	ErrInvalidConfig      = errors.New("runtime: invalid config")
 	ErrNotDynamic         = errors.New("runtime: dynamic workers run registered code")
+	ErrNotRunning         = errors.New("runtime: worker is not running")
 )
+
+// ExitError is an error that carries how a worker's run ended: what
+// WaitStarted returns when the worker died before it was ready, and any
+// other error of the runtime that is about an exit. errors.As gives the
+// reason, code, signal and the tail of its output; errors.Is finds the
+// sentinel (ErrStartFailed, ErrStoppedBeforeStart) through Unwrap.
+type ExitError struct {
+	Exit Exit
+	Err  error // what failed, wrapping the sentinel
+}
+
+func (e *ExitError) Error() string {
+	how := e.Exit.Reason
+	switch {
+	case e.Exit.Signal != "":
+		how += ", signal " + e.Exit.Signal
+	case e.Exit.Code >= 0:
+		how += fmt.Sprintf(", exit code %d", e.Exit.Code)
+	}
+	return fmt.Sprintf("%v: %s", e.Err, how)
+}
+
+// Unwrap returns the error the exit explains.
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// exitError wraps err with ex, when there is one.
+func exitError(err error, ex *Exit) error {
+	if ex == nil {
+		return err
+	}
+	return &ExitError{Exit: *ex, Err: err}
+}

@@ -6,8 +6,9 @@ import (
 	"github.com/bgworker/bgworker/phases"
 )
 
-// Event is published on the runtime's event stream for every phase change
-// and every worker state change. The types are the ones in this file.
+// Event is published on the runtime's event stream for every phase change,
+// every worker state change, every shared-memory generation and reset, and
+// the shutdown. The types are the ones in this file.
 // Subscribe with Runtime.Subscribe; tests wait on events instead of sleeping.
 type Event interface{ event() }
 
@@ -39,6 +40,28 @@ type ShutdownEvent struct {
 	At   time.Time
 }
 
-func (WorkerEvent) event()   {}
-func (PhaseEvent) event()    {}
-func (ShutdownEvent) event() {}
+// SegmentEvent is published when a segment generation is built: at
+// ConsistentState, and after every all-for-one reset (Reset true). Host code
+// that reads shared memory takes the new segment from Runtime.Segment.
+type SegmentEvent struct {
+	Generation uint64
+	Size       int
+	Reset      bool
+	At         time.Time
+}
+
+// GroupResetEvent is published when an all-for-one reset begins (Cause is
+// the crashed worker) and when the group is given up because resets came
+// too often (Failed true).
+type GroupResetEvent struct {
+	Cause      string
+	Generation uint64 // the generation being abandoned
+	Failed     bool
+	At         time.Time
+}
+
+func (WorkerEvent) event()     {}
+func (PhaseEvent) event()      {}
+func (ShutdownEvent) event()   {}
+func (SegmentEvent) event()    {}
+func (GroupResetEvent) event() {}

@@ -228,7 +228,7 @@ func TestRows16to21ProtocolViolations(t *testing.T) {
 func TestRow22OutputFlood(t *testing.T) {
 	h := newHarness(t, Config{})
 	hd, _ := h.startFault("spam", "spam_stdout", nil)
-	h.eventually("spam done line", func() bool { return strings.Contains(h.info("spam").lastLine(h), "spam done") })
+	h.eventually("spam done line", func() bool { return h.logged("spam done") })
 	if err := hd.Terminate(ctx(t)); err != nil {
 		t.Fatal(err)
 	}

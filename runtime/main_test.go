@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -30,6 +31,7 @@ import (
 	"github.com/bgworker/bgworker/internal/codec"
 	"github.com/bgworker/bgworker/phases"
 	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/runtime/internal/child"
 )
 
 // runID tags every child of this test binary (RELIABILITY I2): children
@@ -63,7 +65,16 @@ func roleCmd(role string, env ...string) *exec.Cmd {
 }
 
 func TestMain(m *testing.M) {
-	Main() // in a child: runs the worker and exits
+	// In a child: runs the worker and exits. A child of
+	// TestActorBlockingOnHostRequestInReceive has its loan limit pushed out,
+	// so that the watchdog is not what frees its relay.
+	var cc child.Config
+	if v := os.Getenv("RTTEST_LOAN_LIMIT"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			cc.LoanLimit = d
+		}
+	}
+	mainWith(cc)
 	if role := os.Getenv("RTTEST_ROLE"); role != "" {
 		fn, ok := roles[role]
 		if !ok {
@@ -153,7 +164,7 @@ func callHost(ctx context.Context, w actors.Worker) error {
 // rawWrite writes bytes straight to the bridge socket, under the frames.
 func rawWrite(w actors.Worker, b []byte) {
 	afterReady(w)
-	rc, err := w.(*worker).c.conn.SyscallConn()
+	rc, err := child.Conn(w).SyscallConn()
 	if err != nil {
 		panic(err)
 	}
@@ -175,9 +186,8 @@ func rawWrite(w actors.Worker, b []byte) {
 // afterReady waits (in the child) until the Ready frame is on the wire, so
 // a fault injected under the frames comes after it.
 func afterReady(w actors.Worker) {
-	wk := w.(*worker)
-	<-wk.readySent // counting frames would count heartbeats too
-	wk.c.conn.Flush()
+	<-child.ReadySent(w) // counting frames would count heartbeats too
+	child.Conn(w).Flush()
 }
 
 func runFault(ctx context.Context, w actors.Worker, action string) error {
@@ -226,19 +236,19 @@ func runFault(ctx context.Context, w actors.Worker, action string) error {
 		os.Exit(3)
 	case "half_frame_sleep":
 		rawWrite(w, []byte{0x40, 0, 0, 0, byte(bridge.KindTell), 0, 0})
-		c := w.(*worker).c.conn
+		c := child.Conn(w)
 		c.Send(func(b []byte) []byte { select {} }) // and no more heartbeats
 	case "close_sock":
 		// Shut the socket for writing but keep running and reading.
 		afterReady(w)
-		rc, _ := w.(*worker).c.conn.SyscallConn()
+		rc, _ := child.Conn(w).SyscallConn()
 		rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_WR) })
 		<-ctx.Done()
 		return nil
 	case "deadlock":
 		// Hold the write queue: heartbeats stop, the process lives on.
 		afterReady(w)
-		c := w.(*worker).c.conn
+		c := child.Conn(w)
 		c.Send(func(b []byte) []byte { select {} })
 	case "spam_stdout":
 		line := bytes.Repeat([]byte("x"), 1<<20)
@@ -272,6 +282,7 @@ func runFault(ctx context.Context, w actors.Worker, action string) error {
 
 type harness struct {
 	t      *testing.T
+	logs   syncBuffer // the runtime's log, when the test did not bring a logger
 	ignore goleak.Option
 	rt     *Runtime
 	fds    int
@@ -302,7 +313,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 		cfg.Workers = []actors.Spec{}
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, &h.logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 100 * time.Millisecond
@@ -484,18 +495,8 @@ func testCounter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 
 	return m.GetCounter().GetValue()
 }
 
-// lastLine is a test helper: the last captured output line of the worker's
-// current or last process is visible through its exit tail only, so this
-// reads the runtime's live procs.
-func (wi WorkerInfo) lastLine(h *harness) string {
-	out := ""
-	h.rt.forEachProc(func(p *proc) {
-		if p.pid == wi.PID {
-			out = p.tail.String()
-		}
-	})
-	return out
-}
+// logged reports whether the runtime's log has a line containing text.
+func (h *harness) logged(text string) bool { return strings.Contains(h.logs.String(), text) }
 
 // eventually polls cond until it holds or the deadline passes (the
 // require.Eventually of RELIABILITY I6).

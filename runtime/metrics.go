@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/bgworker/bgworker/runtime/internal/launch"
 )
 
 // metrics are the runtime's Prometheus metrics, on a registry it owns (or
@@ -12,7 +14,6 @@ import (
 // registered worker or the type of a dynamic one; reason is one of the
 // Reason constants or signal:NAME; never a pid.
 type metrics struct {
-	rt             *Runtime
 	gatherer       prometheus.Gatherer
 	workers        *prometheus.GaugeVec
 	starts         *prometheus.CounterVec
@@ -20,7 +21,7 @@ type metrics struct {
 	crashes        *prometheus.CounterVec
 	restarts       *prometheus.CounterVec
 	backoff        *prometheus.GaugeVec
-	ready          *prometheus.HistogramVec
+	readyTime      *prometheus.HistogramVec
 	phase          prometheus.Gauge
 	pending        prometheus.Gauge
 	slotsInUse     prometheus.Gauge
@@ -43,7 +44,6 @@ const ns = "bgworker"
 
 func newMetrics(rt *Runtime, reg *prometheus.Registry) *metrics {
 	m := &metrics{
-		rt: rt,
 		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "workers",
 			Help: "Workers by state."}, []string{"state"}),
 		starts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: "worker", Name: "starts_total",
@@ -56,7 +56,7 @@ func newMetrics(rt *Runtime, reg *prometheus.Registry) *metrics {
 			Help: "Worker restarts (starts after the first), by worker."}, []string{"worker"}),
 		backoff: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: "worker", Name: "backoff_seconds",
 			Help: "The wait before the scheduled restart, by worker; zero when none is scheduled."}, []string{"worker"}),
-		ready: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "worker", Name: "spawn_ready_seconds",
+		readyTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: "worker", Name: "spawn_ready_seconds",
 			Help:    "Time from the start of a worker to its ready report, by worker.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"worker"}),
 		phase: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "phase",
@@ -92,76 +92,100 @@ func newMetrics(rt *Runtime, reg *prometheus.Registry) *metrics {
 	m.poolTarget.Set(float64(rt.cfg.WarmPool))
 	reg.MustRegister(m.poolIdle, m.poolStarting, m.idleLost, m.poolTarget)
 	reg.MustRegister(m.resets, m.resetSeconds, m.segmentBytes, m.segmentGeneration)
-	reg.MustRegister(m.workers, m.starts, m.exits, m.crashes, m.restarts, m.backoff, m.ready, m.phase, m.pending,
+	reg.MustRegister(m.workers, m.starts, m.exits, m.crashes, m.restarts, m.backoff, m.readyTime, m.phase, m.pending,
 		m.slotsInUse, m.slotsMax, m.protocolErrors, m.undeliverable)
+	traffic := func(get func(launch.Traffic) uint64) func() float64 {
+		return func() float64 {
+			if rt.pm == nil || rt.pm.launcher == nil {
+				return 0
+			}
+			return float64(get(rt.pm.launcher.Traffic()))
+		}
+	}
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: "bridge", Name: "frames_received_total",
-			Help: "Frames received from children."}, func() float64 {
-			return float64(rt.bridgeStats(func(p *proc) uint64 { return p.conn.Stats.FramesIn.Load() }, &rt.acc.framesIn))
-		}),
+			Help: "Frames received from children."}, traffic(func(t launch.Traffic) uint64 { return t.FramesIn })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: "bridge", Name: "frames_sent_total",
-			Help: "Frames sent to children."}, func() float64 {
-			return float64(rt.bridgeStats(func(p *proc) uint64 { return p.conn.Stats.FramesOut.Load() }, &rt.acc.framesOut))
-		}),
+			Help: "Frames sent to children."}, traffic(func(t launch.Traffic) uint64 { return t.FramesOut })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: "bridge", Name: "received_bytes_total",
-			Help: "Bytes received from children."}, func() float64 {
-			return float64(rt.bridgeStats(func(p *proc) uint64 { return p.conn.Stats.BytesIn.Load() }, &rt.acc.bytesIn))
-		}),
+			Help: "Bytes received from children."}, traffic(func(t launch.Traffic) uint64 { return t.BytesIn })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: "bridge", Name: "sent_bytes_total",
-			Help: "Bytes sent to children."}, func() float64 {
-			return float64(rt.bridgeStats(func(p *proc) uint64 { return p.conn.Stats.BytesOut.Load() }, &rt.acc.bytesOut))
-		}),
+			Help: "Bytes sent to children."}, traffic(func(t launch.Traffic) uint64 { return t.BytesOut })),
 	)
 	if reg != nil && rt.cfg.Registry == nil {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	m.gatherer = reg
 	m.slotsMax.Set(float64(rt.cfg.MaxWorkers))
-	for _, s := range States {
+	for _, s := range States() {
 		m.workers.WithLabelValues(s.String())
 	}
 	return m
 }
 
-func label(s *slot) string {
-	if s.dynamic {
-		return s.spec.TypeName()
+// crashReasons are the crash reasons whose counters exist from a
+// worker's registration on, at zero, so that rate() and increase() work
+// from the first scrape (Prometheus' guidance on known label values):
+// every fixed crash reason and the commonest signals.
+var crashReasons = [...]string{ReasonExit2, ReasonExitOther, ReasonNoGoodbye, ReasonStartTimeout, ReasonHeartbeat,
+	ReasonProtocol, ReasonSpawnFailed, ReasonOOM, reasonSignalPrefix + "KILL", reasonSignalPrefix + "SEGV", reasonSignalPrefix + "ABRT"}
+
+// known creates the worker's counters at zero.
+func (m *metrics) known(label string) {
+	m.starts.WithLabelValues(label)
+	m.restarts.WithLabelValues(label)
+	for _, r := range crashReasons {
+		m.crashes.WithLabelValues(label, r)
 	}
-	return s.spec.Name
 }
 
-func (m *metrics) observeState(s *slot, from, to WorkerState) {
+// transition counts a worker's move from one state to another (from zero
+// for a new worker).
+func (m *metrics) transition(label string, from, to WorkerState, restart bool, backoff time.Duration) {
 	if from != 0 {
 		m.workers.WithLabelValues(from.String()).Dec()
 	}
 	m.workers.WithLabelValues(to.String()).Inc()
 	switch to {
 	case Starting:
-		m.starts.WithLabelValues(label(s)).Inc()
-		if s.inc > 1 {
-			m.restarts.WithLabelValues(label(s)).Inc()
+		m.starts.WithLabelValues(label).Inc()
+		if restart {
+			m.restarts.WithLabelValues(label).Inc()
 		}
-		m.backoff.WithLabelValues(label(s)).Set(0)
+		m.backoff.WithLabelValues(label).Set(0)
 	case Pending:
-		if !s.nextStart.IsZero() {
-			m.backoff.WithLabelValues(label(s)).Set(time.Until(s.nextStart).Seconds())
+		if backoff > 0 {
+			m.backoff.WithLabelValues(label).Set(backoff.Seconds())
 		}
 	}
-	if pm := m.rt.pm; pm != nil {
-		m.slotsInUse.Set(float64(pm.liveSlots()))
-		m.pending.Set(float64(len(pm.queue)))
-		m.phase.Set(float64(pm.phase))
-		m.rt.phase.Store(uint32(pm.phase))
-	}
 }
 
-func (m *metrics) observeExit(s *slot, ex Exit) {
-	m.exits.WithLabelValues(label(s), ex.Reason).Inc()
+// leave takes a worker out of the per-state counts.
+func (m *metrics) leave(state WorkerState) { m.workers.WithLabelValues(state.String()).Dec() }
+
+// table sets the table-wide gauges.
+func (m *metrics) table(inUse, pending int) {
+	m.slotsInUse.Set(float64(inUse))
+	m.pending.Set(float64(pending))
+}
+
+func (m *metrics) pool(idle, starting int) {
+	m.poolIdle.Set(float64(idle))
+	m.poolStarting.Set(float64(starting))
+}
+
+func (m *metrics) segment(gen uint64, bytes int) {
+	m.segmentBytes.Set(float64(bytes))
+	m.segmentGeneration.Set(float64(gen))
+}
+
+func (m *metrics) exit(label string, ex Exit) {
+	m.exits.WithLabelValues(label, ex.Reason).Inc()
 	if ex.Crash {
-		m.crashes.WithLabelValues(label(s), ex.Reason).Inc()
+		m.crashes.WithLabelValues(label, ex.Reason).Inc()
 	}
 }
 
-func (m *metrics) observeReady(s *slot, d time.Duration) {
-	m.ready.WithLabelValues(label(s)).Observe(d.Seconds())
+func (m *metrics) ready(label string, d time.Duration) {
+	m.readyTime.WithLabelValues(label).Observe(d.Seconds())
 }

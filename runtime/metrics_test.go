@@ -118,7 +118,7 @@ func (h *harness) fromEvents(static, dynamic []string) metricSet {
 			}
 		}
 	}
-	for _, s := range States {
+	for _, s := range States() {
 		want[mkey("bgworker_workers", "state", s.String())] = 0
 	}
 	inUse := 0
@@ -246,7 +246,7 @@ func TestMetricsAgreeWithEvents(t *testing.T) {
 		}
 		// workers{state} counts every row of the status table once.
 		sum := 0.0
-		for _, s := range States {
+		for _, s := range States() {
 			sum += got[mkey("bgworker_workers", "state", s.String())]
 		}
 		if rows := len(h.rt.Workers()); sum != float64(rows) {

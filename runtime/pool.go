@@ -3,151 +3,171 @@ package runtime
 import (
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
+	"github.com/bgworker/bgworker/runtime/internal/launch"
 )
 
 // The warm pool: children started ahead of time that have completed the
 // handshake and built their actor system, waiting idle for a worker. A
-// child's exec and package init cost milliseconds (FACTS.md: ~4 ms to main,
-// ~8.5 ms to a running actor system); assigning an idle child costs one
-// frame. Every child runs at most one worker in its life: an idle child
-// becomes a worker's process and is never returned to the pool.
+// child's exec and package init cost milliseconds; assigning an idle child
+// costs one frame. Every child runs at most one worker in its life: an
+// idle child becomes a worker's child and never returns to the pool.
 //
 // Idle children obey the rules running ones do: they are in their own
 // process group, die with the postmaster, are reaped, are killed at
 // shutdown, and count in the metrics. One that dies while idle is simply
 // replaced; it never triggers a worker restart or an all-for-one reset.
 // The pool refills through the server loop, under the same start throttle
-// as workers, after the pending starts.
+// as workers, after the pending starts, and only while no worker is
+// starting: refills are insurance for later starts and must not compete
+// with the ones now.
 
-// poolDeficit is how many idle children the pool lacks.
+// warmPool is the pool's state. The postmaster owns it.
+type warmPool struct {
+	target   int
+	idle     []*kid // handshaken, waiting for a worker, oldest first
+	starting []*kid // spawned, not yet idle
+	spawns   int    // idle-child launches not yet answered
+	retry    launch.Timer
+	pids     atomic.Pointer[[]int] // the idle children's pids, for IdleChildren
+}
+
+// deficit is how many idle children the pool lacks.
+func (p *warmPool) deficit() int { return p.target - len(p.idle) - len(p.starting) - p.spawns }
+
+// publish republishes the idle pids.
+func (p *warmPool) publish() {
+	pids := make([]int, len(p.idle))
+	for i, k := range p.idle {
+		pids[i] = k.c.PID()
+	}
+	p.pids.Store(&pids)
+}
+
+// take removes and returns the oldest idle child, or nil.
+func (p *warmPool) take() *kid {
+	if len(p.idle) == 0 {
+		return nil
+	}
+	k := p.idle[0]
+	p.idle = slices.Delete(p.idle, 0, 1)
+	p.publish()
+	return k
+}
+
+// drop forgets k, wherever it is in the pool; it reports whether it was.
+func (p *warmPool) drop(k *kid) bool {
+	in := false
+	if i := slices.Index(p.idle, k); i >= 0 {
+		p.idle = slices.Delete(p.idle, i, i+1)
+		p.publish()
+		in = true
+	}
+	if i := slices.Index(p.starting, k); i >= 0 {
+		p.starting = slices.Delete(p.starting, i, i+1)
+		in = true
+	}
+	return in
+}
+
 func (pm *postmaster) poolDeficit() int {
 	if pm.shutdown != 0 {
 		return 0
 	}
-	return pm.rt.cfg.WarmPool - len(pm.pool) - len(pm.poolStarting) - pm.poolSpawns
+	return pm.pool.deficit()
 }
 
 func (pm *postmaster) spawnIdle() {
-	pm.nextProc++
-	pm.spawning++
-	pm.poolSpawns++
-	rt := pm.rt
-	rt.spawner.reqs <- spawnRequest{id: pm.nextProc, reply: func(p *proc, err error) {
-		rt.tell(msgSpawned{p: p, err: err})
-	}}
-	pm.observePool()
+	pm.pool.spawns++
+	pm.launch(nil)
+	pm.obs.pool(pm)
 }
 
-func (pm *postmaster) poolSpawned(m msgSpawned) {
-	pm.poolSpawns--
-	defer pm.observePool()
-	if m.err != nil {
-		pm.rt.log.Error("runtime: could not start an idle child", "err", m.err)
+func (pm *postmaster) poolSpawned(c launch.Child, err error) {
+	pm.pool.spawns--
+	defer pm.obs.pool(pm)
+	if err != nil {
+		pm.rt.log.Error("runtime: could not start an idle child", "err", err)
 		pm.maybeShutdownDone()
 		// Retried by a later server-loop iteration; a timer keeps a
 		// failing spawn (EMFILE) from spinning.
-		pm.poolRetry()
+		if pm.pool.retry == nil && pm.shutdown == 0 {
+			rt := pm.rt
+			pm.pool.retry = pm.clock.AfterFunc(100*time.Millisecond, func() { rt.tell(msgTick{}) })
+		}
 		return
 	}
-	p := m.p
-	pm.live++
-	close(p.adopted)
+	k := pm.adoptChild(c)
 	if pm.shutdown != 0 {
-		p.cause = ReasonShutdown
-		p.killGroup()
+		k.cause = ReasonShutdown
+		c.Kill()
 		return
 	}
-	pm.poolStarting = append(pm.poolStarting, p)
+	pm.pool.starting = append(pm.pool.starting, k)
 }
 
-// poolRetry schedules a refill after a failed idle spawn.
-func (pm *postmaster) poolRetry() {
-	if pm.poolTimer != nil || pm.shutdown != 0 {
-		return
-	}
-	rt := pm.rt
-	pm.poolTimer = time.AfterFunc(100*time.Millisecond, func() { rt.tell(msgTick{}) })
-}
-
-// idle handles a child's Idle frame: a pool child is ready for a worker.
-func (pm *postmaster) idle(p *proc) {
-	if p.slot != nil {
+// idle handles a child's Idle report: a pool child is ready for a worker.
+func (pm *postmaster) idle(k *kid) {
+	if k.slot != nil {
 		return // a cold child; its assignment is on its way
 	}
-	i := slices.Index(pm.poolStarting, p)
+	i := slices.Index(pm.pool.starting, k)
 	if i < 0 {
 		return
 	}
-	pm.poolStarting = slices.Delete(pm.poolStarting, i, i+1)
-	pm.pool = append(pm.pool, p)
-	p.idleReady.Store(true)
-	pm.observePool()
-	if len(pm.queue) > 0 && pm.ctx != nil {
-		pm.scheduleTick(pm.ctx) // a throttled start can take it
+	pm.pool.starting = slices.Delete(pm.pool.starting, i, i+1)
+	pm.pool.idle = append(pm.pool.idle, k)
+	pm.pool.publish()
+	pm.obs.pool(pm)
+	if len(pm.queue) > 0 {
+		pm.scheduleTick() // a throttled start can take it
 	}
 }
 
 // takeIdle returns an idle child for a worker, or nil, and lets the server
 // loop refill the pool.
-func (pm *postmaster) takeIdle() *proc {
-	if len(pm.pool) == 0 {
+func (pm *postmaster) takeIdle() *kid {
+	k := pm.pool.take()
+	if k == nil {
 		return nil
 	}
-	p := pm.pool[0]
-	pm.pool = slices.Delete(pm.pool, 0, 1)
-	p.idleReady.Store(false)
-	pm.observePool()
-	if pm.ctx != nil {
-		pm.scheduleTick(pm.ctx)
-	}
-	return p
+	pm.obs.pool(pm)
+	pm.scheduleTick()
+	return k
 }
 
 // idleExited handles the exit of a child that never had a worker.
-func (pm *postmaster) idleExited(ctx actor.Context, p *proc, m msgProcExited) {
-	if i := slices.Index(pm.pool, p); i >= 0 {
-		pm.pool = slices.Delete(pm.pool, i, i+1)
-	}
-	p.idleReady.Store(false)
-	if i := slices.Index(pm.poolStarting, p); i >= 0 {
-		pm.poolStarting = slices.Delete(pm.poolStarting, i, i+1)
-	}
-	pm.observePool()
-	if pm.shutdown == 0 && p.cause == "" {
-		pm.rt.log.Warn("runtime: idle child died; replacing it", "pid", p.pid, "status", fmt.Sprintf("%#x", uint32(m.status)))
-		pm.rt.metrics.idleLost.Inc()
+func (pm *postmaster) idleExited(k *kid, e launch.Exit) {
+	pm.pool.drop(k)
+	pm.obs.pool(pm)
+	if pm.shutdown == 0 && k.cause == "" {
+		pm.rt.log.Warn("runtime: idle child died; replacing it", "pid", k.c.PID(), "status", fmt.Sprintf("%#x", uint32(e.Status)))
+		pm.obs.idleLost()
 	}
 	if pm.poolDeficit() > 0 {
-		pm.scheduleTick(ctx)
+		pm.scheduleTick()
 	}
 }
 
+// killIdle kills every pool child, at shutdown.
 func (pm *postmaster) killIdle() {
-	for _, p := range append(slices.Clone(pm.pool), pm.poolStarting...) {
-		p.cause = ReasonShutdown
-		p.killGroup()
+	for _, k := range append(slices.Clone(pm.pool.idle), pm.pool.starting...) {
+		k.cause = ReasonShutdown
+		k.c.Kill()
 	}
-	if pm.poolTimer != nil {
-		pm.poolTimer.Stop()
+	if pm.pool.retry != nil {
+		pm.pool.retry.Stop()
+		pm.pool.retry = nil
 	}
-}
-
-func (pm *postmaster) observePool() {
-	pm.rt.metrics.poolIdle.Set(float64(len(pm.pool)))
-	pm.rt.metrics.poolStarting.Set(float64(len(pm.poolStarting) + pm.poolSpawns))
 }
 
 // IdleChildren returns the pids of the warm pool's idle children: spawned,
 // handshaken and waiting for a worker.
 func (rt *Runtime) IdleChildren() []int {
-	var pids []int
-	rt.forEachProc(func(p *proc) {
-		if p.idleReady.Load() {
-			pids = append(pids, p.pid)
-		}
-	})
-	return pids
+	if p := rt.pm.pool.pids.Load(); p != nil {
+		return slices.Clone(*p)
+	}
+	return nil
 }

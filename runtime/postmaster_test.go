@@ -927,16 +927,17 @@ func TestRow27DuplicateName(t *testing.T) {
 	h.start("dup-crashed", "fault", "run", nil)
 }
 
-// Row 27: a message sent through an old handle's PID after its name was
-// reused must not reach the new worker (the hazard ErrStaleHandle exists
-// for): the request fails with a dead letter instead of being answered by
-// a process the handle never referred to.
-func TestRow27StaleHandlePIDDoesNotReachNewWorker(t *testing.T) {
+// A message sent through an old handle's PID after its name was reused
+// never reaches the new worker: a request is answered with an error
+// wrapping ErrStaleHandle (Handle.Request returns it as its error), a tell
+// is counted as undeliverable. Status through the old handle is refused
+// the same way.
+func TestStaleHandleDoesNotReachNewWorker(t *testing.T) {
 	pmtLeakCheck(t)
 	h := newHarness(t, Config{ChildEnv: pmtChildEnv()})
 	old, _ := h.start("reused", "echo", "", nil)
 	root := h.rt.System().Root
-	if r, err := root.RequestFuture(old.PID(), Ping{N: 1}, 5*time.Second*timeoutMult()).Result(); err != nil || r.(Ping).N != 1 {
+	if r, err := old.Request(ctx(t), Ping{N: 1}); err != nil || r.(Ping).N != 1 {
 		t.Fatalf("request through the live handle = %#v, %v", r, err)
 	}
 	if err := old.Terminate(ctx(t)); err != nil {
@@ -945,16 +946,29 @@ func TestRow27StaleHandlePIDDoesNotReachNewWorker(t *testing.T) {
 	if _, err := old.WaitStopped(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := old.Request(ctx(t), Ping{N: 3}); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("request to the stopped worker = %v, want ErrNotRunning", err)
+	}
 	h.start("reused", "echo", "", nil)
 	if err := old.Terminate(ctx(t)); !errors.Is(err, ErrStaleHandle) {
 		t.Fatalf("old.Terminate = %v, want ErrStaleHandle", err)
 	}
-	r, err := root.RequestFuture(old.PID(), Ping{N: 2, Text: "via the stale handle"}, 5*time.Second*timeoutMult()).Result()
-	if err == nil {
-		t.Fatalf("request through the stale handle was answered by the new worker: %#v; want a dead letter", r)
+	if _, _, err := old.Status(); !errors.Is(err, ErrStaleHandle) {
+		t.Fatalf("old.Status = %v, want ErrStaleHandle", err)
 	}
-	if !errors.Is(err, actor.ErrDeadLetter) {
-		t.Errorf("request through the stale handle = %v, want actor.ErrDeadLetter", err)
+	r, err := old.Request(ctx(t), Ping{N: 2, Text: "via the stale handle"})
+	if !errors.Is(err, ErrStaleHandle) {
+		t.Fatalf("request through the stale handle = %#v, %v; want an error wrapping ErrStaleHandle", r, err)
+	}
+	// The same through protoactor's own future: the result is the error.
+	r, err = root.RequestFuture(old.PID(), Ping{N: 2}, 5*time.Second*timeoutMult()).Result()
+	if e, ok := r.(error); err != nil || !ok || !errors.Is(e, ErrStaleHandle) {
+		t.Fatalf("future through the stale handle = %#v, %v; want an error value wrapping ErrStaleHandle", r, err)
+	}
+	before := testCounter(t, h.rt.metrics.undeliverable)
+	root.Send(old.PID(), Ping{N: 4})
+	if got := testCounter(t, h.rt.metrics.undeliverable); got != before+1 {
+		t.Fatalf("undeliverable = %v after a tell through the stale handle, want %v", got, before+1)
 	}
 }
 
@@ -1166,7 +1180,7 @@ func pmtSignalsRole() int {
 	say := func(format string, a ...any) { fmt.Printf(format+"\n", a...) }
 	fail := func(format string, a ...any) int { say("error "+format, a...); return 1 }
 	var specs []actors.Spec
-	for _, ph := range phases.All {
+	for _, ph := range phases.All() {
 		for i := 1; i <= 2; i++ {
 			specs = append(specs, actors.Spec{Name: fmt.Sprintf("%s-%d", ph, i), Type: "fault", Arg: []byte("run"),
 				StartAt: ph, StopTimeout: 5 * time.Second})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/runtime/internal/child"
 )
 
 // A binary started by hand in child mode refuses, with a message, and exits
@@ -36,7 +37,7 @@ func TestChildModeRefusal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command("/proc/self/exe", "-test.run=^$")
-			cmd.Env = append(os.Environ(), envChild+"="+tc.marker)
+			cmd.Env = append(os.Environ(), bridge.EnvChild+"="+tc.marker)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			if tc.fd3 != nil {
@@ -44,8 +45,8 @@ func TestChildModeRefusal(t *testing.T) {
 			}
 			err := cmd.Run()
 			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != exitRefused {
-				t.Fatalf("exit = %v, want code %d", err, exitRefused)
+			if !errors.As(err, &ee) || ee.ExitCode() != bridge.ExitRefused {
+				t.Fatalf("exit = %v, want code %d", err, bridge.ExitRefused)
 			}
 			if !strings.Contains(stderr.String(), tc.want) || !strings.Contains(stderr.String(), "refusing to run as a worker") {
 				t.Fatalf("stderr = %q, want a refusal naming %q", stderr.String(), tc.want)
@@ -55,17 +56,17 @@ func TestChildModeRefusal(t *testing.T) {
 	// A socket whose peer never welcomes it: the child waits for the
 	// handshake and ends when the peer goes away, without running anything.
 	t.Run("no welcome", func(t *testing.T) {
-		parent, child, err := bridge.Pair()
+		parent, childEnd, err := bridge.Pair()
 		if err != nil {
 			t.Fatal(err)
 		}
 		cmd := exec.Command("/proc/self/exe", "-test.run=^$")
-		cmd.Env = append(os.Environ(), envChild+"="+cookie)
-		cmd.ExtraFiles = []*os.File{child}
+		cmd.Env = append(os.Environ(), bridge.EnvChild+"="+cookie)
+		cmd.ExtraFiles = []*os.File{childEnd}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		child.Close()
+		childEnd.Close()
 		// Read its hello, then hang up.
 		parent.SetReadDeadline(time.Now().Add(10 * time.Second * timeoutMult()))
 		buf := make([]byte, 64)
@@ -83,36 +84,36 @@ func TestChildModeRefusal(t *testing.T) {
 	// A peer that stays connected but never welcomes: the child gives up
 	// after its handshake timeout with a refusal, instead of waiting forever.
 	t.Run("peer silent", func(t *testing.T) {
-		parent, child, err := bridge.Pair()
+		parent, childEnd, err := bridge.Pair()
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer parent.Close()
 		cmd := exec.Command("/proc/self/exe", "-test.run=^$")
-		cmd.Env = append(os.Environ(), envChild+"="+cookie)
-		cmd.ExtraFiles = []*os.File{child}
+		cmd.Env = append(os.Environ(), bridge.EnvChild+"="+cookie)
+		cmd.ExtraFiles = []*os.File{childEnd}
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		child.Close()
+		childEnd.Close()
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		select {
 		case err = <-done:
-		case <-time.After(handshakeTimeout + 5*time.Second*timeoutMult()):
+		case <-time.After(child.HandshakeTimeout + 5*time.Second*timeoutMult()):
 			cmd.Process.Kill()
 			<-done
 			t.Fatalf("child still waiting for a welcome after %v", time.Since(start))
 		}
-		if took := time.Since(start); took < handshakeTimeout {
-			t.Errorf("child gave up after %v, before its handshake timeout %v", took, handshakeTimeout)
+		if took := time.Since(start); took < child.HandshakeTimeout {
+			t.Errorf("child gave up after %v, before its handshake timeout %v", took, child.HandshakeTimeout)
 		}
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != exitRefused {
-			t.Fatalf("exit = %v, want code %d", err, exitRefused)
+		if !errors.As(err, &ee) || ee.ExitCode() != bridge.ExitRefused {
+			t.Fatalf("exit = %v, want code %d", err, bridge.ExitRefused)
 		}
 		if !strings.Contains(stderr.String(), "no welcome from the host") {
 			t.Fatalf("stderr = %q, want it to say no welcome came", stderr.String())

@@ -6,9 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	goruntime "runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,173 +19,68 @@ import (
 	"github.com/bgworker/bgworker/actors"
 	"github.com/bgworker/bgworker/phases"
 	"github.com/bgworker/bgworker/runtime/bridge"
-	"github.com/bgworker/bgworker/shmactor"
+	"github.com/bgworker/bgworker/runtime/internal/hold"
+	"github.com/bgworker/bgworker/runtime/internal/launch"
+	"github.com/bgworker/bgworker/runtime/internal/proc"
 )
 
-// Config configures a Runtime. Zero values take the defaults written next
-// to each field. A Config is copied by New; changing it later has no effect.
-type Config struct {
-	// Workers are the static workers of this runtime. nil = every worker
-	// registered with actors.Register. Each must be registered or defined
-	// in this binary under its Name (its code is found by that name in the
-	// child).
-	Workers []actors.Spec
-	// MaxWorkers caps the workers that are not stopped or failed
-	// (PostgreSQL's max_worker_processes). Zero = 128.
-	MaxWorkers int
-	// StartsPerIteration is how many pending workers one server-loop
-	// iteration starts before the postmaster yields to its mailbox. Zero = 1.
-	StartsPerIteration int
-	// MaxStarting caps the workers being started at once (spawned or
-	// assigned, not yet ready). Starting a Go child is CPU-bound (exec,
-	// page faults, the actor system), so running many at once on few cores
-	// only makes each slower and starves the postmaster. Zero = 2 × the
-	// number of CPUs. Warm starts from the pool are not held back by it.
-	MaxStarting int
-	// HeartbeatInterval is how often a child proves it is alive. Zero = 1 s.
-	HeartbeatInterval time.Duration
-	// HeartbeatTimeout is how long the bridge may stay silent before the
-	// child is judged wedged and killed. Zero = 5 × HeartbeatInterval.
-	HeartbeatTimeout time.Duration
-	// MaxFrame caps a bridge frame. Zero = 1 MiB.
-	MaxFrame int
-	// HTTPAddr is where the metrics, status and health endpoints listen.
-	// Empty = no endpoint. Must be a loopback address unless AllowPublicHTTP.
-	HTTPAddr string
-	// AllowPublicHTTP permits a non-loopback HTTPAddr. Prometheus' own
-	// security model says metrics must not be exposed to public networks.
-	AllowPublicHTTP bool
-	// Registry receives the runtime's metrics. nil = a new registry owned
-	// by the runtime (never the global one unless passed here).
-	Registry *prometheus.Registry
-	// Logger receives the runtime's and the children's log lines. nil =
-	// slog.Default().
-	Logger *slog.Logger
-	// ChildEnv is the environment of child processes. nil = the host's.
-	ChildEnv []string
-	// WarmPool is how many idle children to keep started ahead of time, so
-	// that starting or restarting a worker skips exec and actor-system
-	// startup. Zero = 2; negative = no pool (every start is cold).
-	WarmPool int
-	// LockFile, when set, is locked (flock) for the runtime's life and
-	// inherited by every child, so a second runtime cannot start while any
-	// child of the first, or a process it left behind, is still alive
-	// (PostgreSQL's "pre-existing shared memory block" interlock). Created
-	// 0600.
-	LockFile string
-	// GroupStopTimeout is the deadline between SIGTERM and SIGKILL for the
-	// shared-memory workers taken down by an all-for-one reset. Zero = 1 s.
-	GroupStopTimeout time.Duration
-	// GroupResetIntensity limits all-for-one resets; past it the
-	// shared-memory group is failed and stays down. Zero = 5 within 60 s.
-	GroupResetIntensity actors.Intensity
-	// HandleSignals makes the runtime own SIGTERM, SIGINT and SIGQUIT and
-	// map them to smart, fast and immediate shutdown, as PostgreSQL's
-	// postmaster does.
-	HandleSignals bool
-}
+// runState is where a Runtime is in its own life. The moves:
+//
+//	stateNew ──Start──→ stateStarted ──Shutdown, or a critical worker lost──→ stateStopping ──every child reaped, released──→ stateDone
+//	stateNew ──Shutdown, or a failed Start──→ stateDone
+type runState uint8
 
-func (c *Config) defaults() error {
-	if c.MaxWorkers == 0 {
-		c.MaxWorkers = 128
-	}
-	if c.StartsPerIteration == 0 {
-		c.StartsPerIteration = 1
-	}
-	if c.MaxStarting == 0 {
-		c.MaxStarting = 2 * goruntime.NumCPU()
-	}
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = time.Second
-	}
-	if c.HeartbeatTimeout == 0 {
-		c.HeartbeatTimeout = 5 * c.HeartbeatInterval
-	}
-	if c.MaxFrame == 0 {
-		c.MaxFrame = bridge.DefaultMaxFrame
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.WarmPool == 0 {
-		c.WarmPool = 2
-	} else if c.WarmPool < 0 {
-		c.WarmPool = 0
-	}
-	if c.GroupStopTimeout == 0 {
-		c.GroupStopTimeout = time.Second
-	}
-	if c.GroupResetIntensity.MaxRestarts == 0 {
-		c.GroupResetIntensity.MaxRestarts = 5
-	}
-	switch {
-	case c.GroupStopTimeout < 0:
-		return fmt.Errorf("%w: GroupStopTimeout %v is negative", ErrInvalidConfig, c.GroupStopTimeout)
-	case c.MaxWorkers < 0:
-		return fmt.Errorf("%w: MaxWorkers %d is negative", ErrInvalidConfig, c.MaxWorkers)
-	case c.MaxStarting < 0:
-		return fmt.Errorf("%w: MaxStarting %d is negative", ErrInvalidConfig, c.MaxStarting)
-	case c.StartsPerIteration < 0:
-		return fmt.Errorf("%w: StartsPerIteration %d is negative", ErrInvalidConfig, c.StartsPerIteration)
-	case c.HeartbeatInterval < time.Millisecond:
-		return fmt.Errorf("%w: HeartbeatInterval %v is below 1ms", ErrInvalidConfig, c.HeartbeatInterval)
-	case c.HeartbeatTimeout <= c.HeartbeatInterval:
-		return fmt.Errorf("%w: HeartbeatTimeout %v must exceed HeartbeatInterval %v", ErrInvalidConfig, c.HeartbeatTimeout, c.HeartbeatInterval)
-	case c.MaxFrame < 4096 || c.MaxFrame > 64<<20:
-		return fmt.Errorf("%w: MaxFrame %d is outside [4096, 64 MiB]", ErrInvalidConfig, c.MaxFrame)
-	}
-	return nil
-}
+const (
+	stateNew      runState = iota // made by New, not started
+	stateStarted                  // Start called: the postmaster runs
+	stateStopping                 // a shutdown has begun
+	stateDone                     // shut down and released (or never started)
+)
 
 // Runtime is one postmaster and its workers. Create it with New, start it
 // with Start, stop it with Shutdown. Its methods are safe for concurrent
 // use.
 type Runtime struct {
-	cfg     Config
-	log     *slog.Logger
-	exe     string
-	system  *actor.ActorSystem
-	pmPID   *actor.PID
-	pmDisp  holdDispatcher
-	pm      *postmaster
-	spawner *spawner
-	metrics *metrics
-	http    *httpServer
+	cfg         Config
+	log         *slog.Logger
+	exe         string
+	system      *actor.ActorSystem
+	pmPID       *actor.PID
+	pmDisp      hold.Dispatcher
+	pm          *postmaster
+	newLauncher func(launch.Env) launch.Launcher // nil = real processes
+	metrics     *metrics
+	http        *httpServer
 
-	procs   sync.Map // proc id → *proc, while the process lives
 	routes  sync.Map // worker name → *route, while the worker is running
 	exposed sync.Map // name → *actor.PID, host actors reachable from Connect workers
 	wg      tracker  // every goroutine of the runtime, by what it does
 
 	mu          sync.Mutex
-	state       int // 0 new, 1 started, 2 shutting down, 3 shut down
+	state       runState
 	final       []WorkerInfo
 	cause       error
 	stopped     chan struct{} // closed when every child is reaped after a shutdown
 	finished    chan struct{} // closed when Shutdown has released everything
 	releaseOnce sync.Once
-	liveStop    chan struct{} // ends the liveness watchdog
 	sigStop     func()
 	subs        atomic.Int64
-	lock        *os.File          // Config.LockFile, held until release
-	notifyStop  func()            // ends the systemd notify hooks
-	regions     []shmactor.Region // the segment's layout
-	hasShm      bool              // some worker can use shared memory
-	segment     atomic.Pointer[shmactor.Segment]
-	phase       atomic.Uint32                                                  // the postmaster's phase, for /readyz
-	acc         struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 } // traffic of reaped children
+	lock        *os.File      // Config.LockFile, held until release
+	notifyStop  func()        // ends the systemd notify hooks
+	phase       atomic.Uint32 // the postmaster's phase, for /readyz
 }
 
-// bridgeStats sums one traffic counter over live children and the reaped.
-func (rt *Runtime) bridgeStats(get func(*proc) uint64, acc *atomic.Uint64) uint64 {
-	n := acc.Load()
-	rt.forEachProc(func(p *proc) { n += get(p) })
-	return n
+func init() {
+	launch.NewRuntime = func(cfg any, newLauncher func(launch.Env) launch.Launcher, clock launch.Clock) (any, error) {
+		return newRuntime(cfg.(Config), newLauncher, clock)
+	}
 }
 
 // New validates cfg and the workers and returns a runtime that has not
 // started. It closes the worker registry (see actors.Registered).
-func New(cfg Config) (*Runtime, error) {
+func New(cfg Config) (*Runtime, error) { return newRuntime(cfg, nil, launch.RealClock{}) }
+
+func newRuntime(cfg Config, newLauncher func(launch.Env) launch.Launcher, clock launch.Clock) (*Runtime, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -218,22 +111,22 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{cfg: cfg, log: cfg.Logger, exe: "/proc/self/exe", stopped: make(chan struct{}), finished: make(chan struct{}),
-		regions: regions, hasShm: hasShm}
+	rt := &Runtime{cfg: cfg, log: cfg.Logger, exe: "/proc/self/exe", newLauncher: newLauncher,
+		stopped: make(chan struct{}), finished: make(chan struct{})}
 	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(levelFilter{h: cfg.Logger.Handler(), min: slog.LevelWarn})
 	}),
 		// protoactor throttles dead-letter logs with a goroutine that lives
 		// for one interval; keep it short so Shutdown leaves none behind.
 		actor.WithDeadLetterThrottleInterval(100*time.Millisecond))
-	rt.system.ProcessRegistry.RegisterAddressResolver(rt.resolveProcAddress)
 	rt.system.ProcessRegistry.RegisterAddressResolver(rt.resolveWorker)
 	reg := cfg.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
 	rt.metrics = newMetrics(rt, reg)
-	rt.pm = newPostmaster(rt, specs, codes)
+	rt.pm = newPostmaster(rt, specs, codes, clock)
+	rt.pm.group.regions, rt.pm.group.enabled = regions, hasShm
 	return rt, nil
 }
 
@@ -243,14 +136,14 @@ func New(cfg Config) (*Runtime, error) {
 func (rt *Runtime) Start(ctx context.Context) error {
 	rt.mu.Lock()
 	switch rt.state {
-	case 1:
+	case stateStarted:
 		rt.mu.Unlock()
 		return ErrAlreadyStarted
-	case 2, 3:
+	case stateStopping, stateDone:
 		rt.mu.Unlock()
 		return ErrShutdown
 	}
-	rt.state = 1
+	rt.state = stateStarted
 	rt.mu.Unlock()
 	if rt.cfg.LockFile != "" {
 		f, err := lockFile(rt.cfg.LockFile)
@@ -260,17 +153,26 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		}
 		rt.lock = f
 	}
+	env := launch.Env{Reporter: reporter{rt}, System: rt.system, Log: rt.log, Go: rt.wg.Go, Resolve: rt.resolveExposed,
+		HeartbeatInterval: rt.cfg.HeartbeatInterval, HeartbeatTimeout: rt.cfg.HeartbeatTimeout, MaxFrame: rt.cfg.MaxFrame}
+	if rt.newLauncher != nil {
+		rt.pm.launcher = rt.newLauncher(env)
+	} else {
+		var extra []*os.File
+		if rt.lock != nil {
+			extra = append(extra, rt.lock) // fd 4: holds the interlock
+		}
+		rt.pm.launcher = proc.New(env, proc.Config{Exe: rt.exe, Env: rt.childEnv(), ExtraFiles: extra, Queue: rt.cfg.MaxWorkers + 64})
+	}
 	if rt.cfg.HTTPAddr != "" {
 		h, err := rt.startHTTP()
 		if err != nil {
+			rt.pm.launcher.Close()
 			rt.abortStart()
 			return err
 		}
 		rt.http = h
 	}
-	rt.spawner = newSpawner(rt, rt.cfg.MaxWorkers+64)
-	rt.liveStop = make(chan struct{})
-	rt.wg.Go("liveness watchdog", func() { rt.watchLiveness(rt.liveStop) })
 	rt.pmPID = rt.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return rt.pm }).
 		Configure(actor.WithDispatcher(&rt.pmDisp)))
 	if rt.cfg.HandleSignals {
@@ -285,7 +187,7 @@ func (rt *Runtime) Start(ctx context.Context) error {
 // abortStart releases what a failed Start took.
 func (rt *Runtime) abortStart() {
 	rt.mu.Lock()
-	rt.state = 3
+	rt.state = stateDone
 	rt.mu.Unlock()
 	if rt.lock != nil {
 		rt.lock.Close()
@@ -295,16 +197,24 @@ func (rt *Runtime) abortStart() {
 	rt.system.Shutdown()
 }
 
+// handleSignals maps SIGTERM, SIGINT and SIGQUIT to the shutdown modes and
+// SIGHUP to Reload, as PostgreSQL's postmaster does.
 func (rt *Runtime) handleSignals() {
 	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP)
 	done := make(chan struct{})
 	rt.sigStop = func() { signal.Stop(ch); close(done) }
+	modes := map[os.Signal]phases.ShutdownMode{syscall.SIGTERM: phases.Smart, syscall.SIGINT: phases.Fast, syscall.SIGQUIT: phases.Immediate}
 	rt.wg.Go("signal handler", func() {
 		for {
 			select {
 			case sig := <-ch:
-				mode := map[os.Signal]phases.ShutdownMode{syscall.SIGTERM: phases.Smart, syscall.SIGINT: phases.Fast, syscall.SIGQUIT: phases.Immediate}[sig]
+				if sig == syscall.SIGHUP {
+					rt.log.Info("runtime: signal received", "signal", sig.String(), "action", "reload")
+					rt.tell(msgReload{reply: make(chan int, 1)})
+					continue
+				}
+				mode := modes[sig]
 				rt.log.Info("runtime: signal received", "signal", sig.String(), "mode", mode.String())
 				rt.begin(mode, nil)
 			case <-done:
@@ -323,9 +233,9 @@ func (rt *Runtime) tell(m pmMsg) { rt.system.Root.Send(rt.pmPID, m) }
 // itself. Never from an API call: the caller may hold a lock that a
 // subscriber takes, and it could no longer give up on its context.
 func (rt *Runtime) tellAndRun(m pmMsg) {
-	rt.pmDisp.hold()
+	rt.pmDisp.Hold()
 	rt.tell(m)
-	if run := rt.pmDisp.take(); run != nil {
+	if run := rt.pmDisp.Take(); run != nil {
 		run()
 	}
 }
@@ -335,9 +245,9 @@ func (rt *Runtime) check() error {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	switch rt.state {
-	case 0:
+	case stateNew:
 		return ErrNotStarted
-	case 1:
+	case stateStarted:
 		return nil
 	}
 	return ErrShutdown
@@ -382,205 +292,18 @@ func (rt *Runtime) Advance(ctx context.Context, p phases.Phase) error {
 	return rt.await(ctx, reply)
 }
 
-// StartWorker starts a dynamic worker (PostgreSQL's
-// RegisterDynamicBackgroundWorker). The spec's Type names the registered or
-// defined code it runs (see actors.Define); its Run and Props must be nil,
-// since a function cannot cross exec. The worker starts once its start
-// phase is reached. Errors: ErrNotStarted, ErrShutdown, ErrTooManyWorkers,
-// ErrDuplicateWorker, ErrNotDynamic, and a *actors.SpecError for an invalid
-// spec; in every case nothing is started.
-func (rt *Runtime) StartWorker(ctx context.Context, spec actors.Spec) (*Handle, error) {
+// Reload asks every running worker to reload its configuration (PostgreSQL's
+// SIGHUP): an actor-style worker receives *actors.Reload, a loop-style one
+// a value on Worker.Reload(). With Config.HandleSignals the runtime maps
+// SIGHUP to it; no worker ever gets SIGHUP itself. It returns how many
+// workers were told.
+func (rt *Runtime) Reload(ctx context.Context) (int, error) {
 	if err := rt.check(); err != nil {
-		return nil, err
+		return 0, err
 	}
-	if spec.Run != nil || spec.Props != nil {
-		return nil, fmt.Errorf("%w: %q sets Run or Props; name defined code in Type instead", ErrNotDynamic, spec.Name)
-	}
-	spec, code, err := resolveCode(spec)
-	if err != nil {
-		return nil, err
-	}
-	reply := make(chan startReply, 1)
-	rt.tell(msgStartWorker{spec: spec, code: code, reply: reply})
-	r, err := await(ctx, rt, reply)
-	if err != nil {
-		return nil, err
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	return &Handle{rt: rt, name: spec.Name, gen: r.gen}, nil
-}
-
-// resolveCode finds the code a spec runs. A spec with Run or Props is
-// registered code itself, found by its Name in the child; one without names
-// registered or defined code by its Type (or Name), and inherits from that
-// definition (see inherit).
-func resolveCode(spec actors.Spec) (actors.Spec, string, error) {
-	code := spec.Name
-	if spec.Run == nil && spec.Props == nil {
-		code = spec.TypeName()
-		def, ok := actors.Lookup(code)
-		if !ok {
-			return spec, "", fmt.Errorf("%w: worker %q: no code registered or defined as %q", ErrUnknownWorker, spec.Name, code)
-		}
-		var err error
-		if spec, err = inherit(spec, def); err != nil {
-			return spec, "", err
-		}
-	} else if _, ok := actors.Lookup(code); !ok {
-		return spec, "", fmt.Errorf("%w: worker %q is not registered or defined in this binary; its child could not find its code", ErrUnknownWorker, spec.Name)
-	}
-	if err := spec.Validate(); err != nil {
-		return spec, "", err
-	}
-	return spec, code, nil
-}
-
-// inherit completes a spec that names defined code: every field the
-// definition sets and the spec leaves zero comes from the definition (its
-// Run and Props always do). A field the spec sets overrides the
-// definition's, except where the code depends on it: shared memory cannot
-// be asked for by code defined without it, and the regions, which size the
-// segment from the definitions, must be the definition's. Those
-// contradictions are errors here, not failures in the child.
-func inherit(spec, def actors.Spec) (actors.Spec, error) {
-	contradiction := func(format string, a ...any) (actors.Spec, error) {
-		return spec, &actors.SpecError{Name: spec.Name, Err: actors.ErrInvalidSpec,
-			Reason: fmt.Sprintf("contradicts the definition of %q: ", def.Name) + fmt.Sprintf(format, a...)}
-	}
-	if spec.SharedMemory && !def.SharedMemory {
-		return contradiction("SharedMemory is set, but the code is defined without shared memory")
-	}
-	if len(spec.Regions) > 0 && !slices.EqualFunc(spec.Regions, def.Regions, func(a, b shmactor.Region) bool { return a.Name == b.Name && a.Size == b.Size }) {
-		return contradiction("Regions differ from the definition's; the segment is sized from the definitions")
-	}
-	spec.Run, spec.Props = def.Run, def.Props
-	spec.SharedMemory = spec.SharedMemory || def.SharedMemory
-	spec.Connect = spec.Connect || def.Connect
-	spec.Critical = spec.Critical || def.Critical
-	if spec.SharedMemory {
-		spec.Regions = def.Regions
-	}
-	if spec.StartAt == 0 {
-		spec.StartAt = def.StartAt
-	}
-	if spec.Restart == nil {
-		spec.Restart = def.Restart
-	}
-	if spec.Intensity == (actors.Intensity{}) {
-		spec.Intensity = def.Intensity
-	}
-	if spec.StopTimeout == 0 {
-		spec.StopTimeout = def.StopTimeout
-	}
-	if spec.StartTimeout == 0 {
-		spec.StartTimeout = def.StartTimeout
-	}
-	if spec.Arg == nil {
-		spec.Arg = def.Arg
-	}
-	return spec, nil
-}
-
-// Handle refers to one dynamic worker (one StartWorker call). After the
-// worker ends and another is started under the same name, calls on the old
-// handle fail with ErrStaleHandle instead of reaching the new one.
-type Handle struct {
-	rt   *Runtime
-	name string
-	gen  uint64
-}
-
-// Name returns the worker's name.
-func (h *Handle) Name() string { return h.name }
-
-// PID returns the PID by which host actors send to the worker actor in its
-// child process (see Runtime.PID).
-//
-// Unlike Runtime.PID, it reaches only this handle's worker: once another
-// worker has taken the name, messages to it are dead letters.
-func (h *Handle) PID() *actor.PID {
-	return actor.NewPID(workerAddress, h.name+"#"+strconv.FormatUint(h.gen, 10))
-}
-
-// WaitStarted waits until the worker has reported ready and returns its
-// process id (PostgreSQL's WaitForBackgroundWorkerStartup). It fails with
-// ErrStartFailed when the process dies before ready or cannot be spawned,
-// ErrStoppedBeforeStart when it was terminated first, ErrShutdown when the
-// runtime shuts down first, ErrStaleHandle, or ctx's error.
-func (h *Handle) WaitStarted(ctx context.Context) (int, error) {
-	r, err := h.rt.wait(ctx, h.name, h.gen, true)
-	return r.pid, err
-}
-
-// WaitStopped waits until the worker has ended for good (stopped, failed,
-// or crashed with no restart coming) and returns its last exit, nil if it
-// never ran (PostgreSQL's WaitForBackgroundWorkerShutdown).
-func (h *Handle) WaitStopped(ctx context.Context) (*Exit, error) {
-	r, err := h.rt.wait(ctx, h.name, h.gen, false)
-	return r.exit, err
-}
-
-// Terminate asks the worker to stop: SIGTERM and the terminate notice, then
-// SIGKILL after its grace period. It is not restarted. It returns at once;
-// use WaitStopped to wait (PostgreSQL's TerminateBackgroundWorker).
-func (h *Handle) Terminate(ctx context.Context) error { return h.rt.stop(ctx, h.name, h.gen) }
-
-// Watch makes the postmaster send every WorkerEvent of this worker to pid
-// (PostgreSQL's bgw_notify_pid).
-func (h *Handle) Watch(ctx context.Context, pid *actor.PID) error {
-	return h.rt.watch(ctx, h.name, h.gen, pid)
-}
-
-func (rt *Runtime) wait(ctx context.Context, name string, gen uint64, started bool) (waitReply, error) {
-	if err := rt.check(); err != nil {
-		return waitReply{}, err
-	}
-	reply := make(chan waitReply, 1)
-	rt.tell(msgWait{name: name, gen: gen, started: started, reply: reply})
-	r, err := await(ctx, rt, reply)
-	if err != nil {
-		// Given up: the postmaster forgets the waiter, so callers that
-		// poll with short deadlines do not grow it without bound.
-		rt.tell(msgUnwait{name: name, reply: reply})
-		return r, err
-	}
-	return r, r.err
-}
-
-func (rt *Runtime) stop(ctx context.Context, name string, gen uint64) error {
-	if err := rt.check(); err != nil {
-		return err
-	}
-	reply := make(chan error, 1)
-	rt.tell(msgStop{name: name, gen: gen, reply: reply})
-	return rt.await(ctx, reply)
-}
-
-func (rt *Runtime) watch(ctx context.Context, name string, gen uint64, pid *actor.PID) error {
-	if err := rt.check(); err != nil {
-		return err
-	}
-	reply := make(chan error, 1)
-	rt.tell(msgWatch{name: name, gen: gen, pid: pid, reply: reply})
-	return rt.await(ctx, reply)
-}
-
-// Stop asks a worker (static or dynamic) to stop for good; see
-// Handle.Terminate.
-func (rt *Runtime) Stop(ctx context.Context, name string) error { return rt.stop(ctx, name, 0) }
-
-// WaitStarted waits until the named worker is running and returns its pid;
-// see Handle.WaitStarted.
-func (rt *Runtime) WaitStarted(ctx context.Context, name string) (int, error) {
-	r, err := rt.wait(ctx, name, 0, true)
-	return r.pid, err
-}
-
-// Watch sends every WorkerEvent of the named worker to pid.
-func (rt *Runtime) Watch(ctx context.Context, name string, pid *actor.PID) error {
-	return rt.watch(ctx, name, 0, pid)
+	reply := make(chan int, 1)
+	rt.tell(msgReload{reply: reply})
+	return await(ctx, rt, reply)
 }
 
 // Workers returns one row per worker in registration order. After
@@ -609,113 +332,50 @@ func (rt *Runtime) WorkersContext(ctx context.Context) ([]WorkerInfo, error) {
 	switch {
 	case final != nil:
 		return final, nil
-	case state == 0:
+	case state == stateNew:
 		return nil, ErrNotStarted
-	case state == 3:
+	case state == stateDone:
 		return nil, ErrShutdown // never started, or its Start failed
 	}
 	return rt.pm.rows(), nil // running, or shutting down
 }
 
+// WorkerByPID returns the row of the worker whose child has pid, if one
+// has (PostgreSQL's GetBackgroundWorkerTypeByPid). Like Workers, it does
+// not wait for the postmaster.
+func (rt *Runtime) WorkerByPID(pid int) (WorkerInfo, bool) {
+	if pid <= 0 {
+		return WorkerInfo{}, false
+	}
+	for _, w := range rt.Workers() {
+		if w.PID == pid {
+			return w, true
+		}
+	}
+	return WorkerInfo{}, false
+}
+
 // pingPostmaster returns once the postmaster has handled a message sent
 // now, or the context's error: the liveness check of /healthz and of the
-// systemd watchdog (Workers no longer goes through the postmaster).
+// systemd watchdog (Workers does not go through the postmaster).
 func (rt *Runtime) pingPostmaster(ctx context.Context) error {
 	if err := rt.check(); err != nil {
 		return err
 	}
-	reply := make(chan []WorkerInfo, 1)
-	rt.tell(msgStatus{reply: reply})
-	_, err := await(ctx, rt, reply)
-	return err
-}
-
-// PID returns the PID of the named worker's bridge: a message sent to it
-// from any host actor is delivered to the worker actor in its child
-// process, and a request gets its response back across the bridge. It
-// follows the name: after a restart, or after a new dynamic worker took the
-// name, it reaches the current one (Handle.PID does not). While the worker
-// is not running, requests get a dead letter (the future fails with
-// actor.ErrDeadLetter) and tells are dropped.
-func (rt *Runtime) PID(name string) *actor.PID { return actor.NewPID(workerAddress, name) }
-
-// workerAddress is the actor address of worker bridges: a PID with it
-// resolves, without any registry entry, to a workerProcess for the name
-// (and generation) in its Id.
-const workerAddress = "bgworker-worker"
-
-func (rt *Runtime) resolveWorker(pid *actor.PID) (actor.Process, bool) {
-	if pid.Address != workerAddress {
-		return nil, false
-	}
-	name, gen := pid.Id, uint64(0)
-	if i := strings.LastIndexByte(name, '#'); i >= 0 {
-		g, err := strconv.ParseUint(name[i+1:], 10, 64)
-		if err != nil {
-			return nil, false
-		}
-		name, gen = name[:i], g
-	}
-	return &workerProcess{rt: rt, name: name, gen: gen}, true
-}
-
-// route is a running worker's process, published by the postmaster.
-type route struct {
-	p   *proc
-	gen uint64 // the slot's handle generation
-}
-
-// workerProcess routes messages for a worker name to its current process;
-// with a generation, only to that generation's worker.
-type workerProcess struct {
-	rt   *Runtime
-	name string
-	gen  uint64 // zero: whichever worker has the name
-}
-
-var workerTarget = &actor.PID{}
-
-func (w *workerProcess) SendUserMessage(_ *actor.PID, message any) {
-	if v, ok := w.rt.routes.Load(w.name); ok {
-		if r := v.(*route); w.gen == 0 || r.gen == w.gen {
-			r.p.ep.SendUserMessage(workerTarget, message)
-			return
-		}
-	}
-	w.rt.metrics.undeliverable.Inc()
-	if _, _, sender := actor.UnwrapEnvelope(message); sender != nil {
-		w.rt.system.Root.Send(sender, &actor.DeadLetterResponse{})
+	reply := make(chan struct{})
+	rt.tell(msgPing{reply: reply})
+	select {
+	case <-reply:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-rt.stopped:
+		return ErrShutdown
 	}
 }
-func (w *workerProcess) SendSystemMessage(*actor.PID, any) {}
-func (w *workerProcess) Stop(*actor.PID)                   {}
 
 // System returns the host's actor system, for spawning host actors.
 func (rt *Runtime) System() *actor.ActorSystem { return rt.system }
-
-// Expose makes a host actor reachable by name from workers whose spec has
-// Connect (Worker.Send and Worker.Request). Exposing a name again replaces
-// the actor.
-func (rt *Runtime) Expose(name string, pid *actor.PID) error {
-	if err := actors.ValidName(name); err != nil {
-		return fmt.Errorf("runtime: expose %q: %w", name, err)
-	}
-	if pid == nil {
-		return fmt.Errorf("runtime: expose %q: nil PID", name)
-	}
-	rt.exposed.Store(name, pid)
-	return nil
-}
-
-// Unexpose removes a name exposed with Expose.
-func (rt *Runtime) Unexpose(name string) { rt.exposed.Delete(name) }
-
-func (rt *Runtime) resolveExposed(target string) (*actor.PID, error) {
-	if v, ok := rt.exposed.Load(target); ok {
-		return v.(*actor.PID), nil
-	}
-	return nil, fmt.Errorf("%w: %q", bridge.ErrNoTarget, target)
-}
 
 // Subscribe calls fn with every Event until the returned function is
 // called. fn runs inside the postmaster's handling of a message, one call
@@ -741,10 +401,8 @@ func (rt *Runtime) Subscribe(fn func(Event)) (unsubscribe func()) {
 
 func (rt *Runtime) publish(e Event) { rt.system.EventStream.Publish(e) }
 
-func (rt *Runtime) forEachProc(fn func(*proc)) {
-	rt.procs.Range(func(_, v any) bool { fn(v.(*proc)); return true })
-}
-
+// childEnv is the children's environment: the host's, or Config.ChildEnv,
+// without systemd's notify variables and without a child marker.
 func (rt *Runtime) childEnv() []string {
 	env := rt.cfg.ChildEnv
 	if env == nil {
@@ -752,7 +410,7 @@ func (rt *Runtime) childEnv() []string {
 	}
 	out := make([]string, 0, len(env)+1)
 	for _, kv := range env {
-		if !notifyEnv(kv) && !strings.HasPrefix(kv, envChild+"=") {
+		if !notifyEnv(kv) && !strings.HasPrefix(kv, bridge.EnvChild+"=") {
 			out = append(out, kv)
 		}
 	}
@@ -773,8 +431,8 @@ func (rt *Runtime) Err() error {
 
 func (rt *Runtime) begin(mode phases.ShutdownMode, cause error) {
 	rt.mu.Lock()
-	if rt.state == 1 {
-		rt.state = 2
+	if rt.state == stateStarted {
+		rt.state = stateStopping
 	}
 	rt.mu.Unlock()
 	rt.tell(msgShutdown{mode: mode, cause: cause})
@@ -786,8 +444,8 @@ func (rt *Runtime) finishShutdown(final []WorkerInfo, cause error) {
 	defer rt.mu.Unlock()
 	rt.final = final
 	rt.cause = cause
-	if rt.state == 1 {
-		rt.state = 2
+	if rt.state == stateStarted {
+		rt.state = stateStopping
 	}
 	select {
 	case <-rt.stopped:
@@ -814,14 +472,14 @@ func (rt *Runtime) Shutdown(ctx context.Context, mode phases.ShutdownMode) error
 	}
 	rt.mu.Lock()
 	switch rt.state {
-	case 0:
-		rt.state = 3
+	case stateNew:
+		rt.state = stateDone
 		rt.mu.Unlock()
 		close(rt.stopped)
 		rt.system.Shutdown()
 		close(rt.finished)
 		return nil
-	case 3:
+	case stateDone:
 		rt.mu.Unlock()
 		return rt.awaitFinished(ctx, mode)
 	}
@@ -862,7 +520,7 @@ func (rt *Runtime) stillHeld(mode phases.ShutdownMode, err error) error {
 func (rt *Runtime) release() {
 	<-rt.stopped
 	rt.mu.Lock()
-	rt.state = 3
+	rt.state = stateDone
 	rt.mu.Unlock()
 	if rt.sigStop != nil {
 		rt.sigStop()
@@ -874,10 +532,9 @@ func (rt *Runtime) release() {
 		rt.http.close()
 	}
 	_ = rt.system.Root.StopFuture(rt.pmPID).Wait()
-	close(rt.liveStop)
-	rt.spawner.stop()
+	rt.pm.launcher.Close()
 	_ = rt.wg.Wait(context.Background())
-	for _, seg := range append(rt.pm.oldSegs, rt.pm.seg) {
+	for _, seg := range append(rt.pm.group.old, rt.pm.group.seg) {
 		if seg != nil {
 			seg.Close()
 		}

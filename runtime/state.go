@@ -42,8 +42,10 @@ const (
 
 var stateNames = [...]string{"", "registered", "pending", "starting", "running", "stopping", "stopped", "crashed", "failed"}
 
-// States lists every state, for metrics.
-var States = []WorkerState{Registered, Pending, Starting, Running, Stopping, Stopped, Crashed, Failed}
+// States returns every state, in the order of their values.
+func States() [8]WorkerState {
+	return [8]WorkerState{Registered, Pending, Starting, Running, Stopping, Stopped, Crashed, Failed}
+}
 
 func (s WorkerState) String() string {
 	if int(s) < len(stateNames) && s > 0 {
@@ -83,6 +85,7 @@ const (
 	ReasonKilled       = "killed"            // did not stop within its grace period; killed
 	ReasonSpawnFailed  = "spawn_failed"      // the process could not be started
 	ReasonGroupReset   = "group_reset"       // taken down by an all-for-one reset
+	ReasonOOM          = "oom_killed"        // killed by the kernel's out-of-memory killer (its cgroup's memory limit)
 	ReasonShutdown     = "shutdown"          // ended by a runtime shutdown
 	reasonSignalPrefix = "signal:"           // killed by a signal: signal:KILL, signal:SEGV, ...
 )
@@ -93,7 +96,7 @@ type Exit struct {
 	Code   int           `json:"code"`   // exit code; -1 when killed by a signal
 	Signal string        `json:"signal"` // signal name (KILL, SEGV) when killed by one; "" otherwise
 	At     time.Time     `json:"at"`
-	Uptime time.Duration `json:"uptime_ns"`        // from spawn to exit
+	Uptime time.Duration `json:"uptime_ns"`        // from the assignment of its worker to its exit
 	Crash  bool          `json:"crash"`            // counted as a crash
 	Stderr string        `json:"stderr,omitempty"` // the last lines the worker wrote
 }
@@ -110,10 +113,12 @@ type WorkerInfo struct {
 	Dynamic      bool         `json:"dynamic"`
 	Incarnation  uint64       `json:"incarnation"` // runs so far
 	Restarts     int          `json:"restarts"`
-	StartedAt    time.Time    `json:"started_at"` // zero = never started
-	NextStart    time.Time    `json:"next_start"` // zero = no restart scheduled
-	LastExit     *Exit        `json:"last_exit"`  // nil = never exited
-	Exits        []Exit       `json:"exits"`      // recent exits, oldest first
+	StartedAt    time.Time    `json:"started_at"`  // zero = never started
+	NextStart    time.Time    `json:"next_start"`  // zero = no restart scheduled
+	Activity     string       `json:"activity"`    // what the worker last said it is doing (Worker.SetActivity); "" = nothing since its last state change
+	ActivityAt   time.Time    `json:"activity_at"` // when it said so; zero with no activity
+	LastExit     *Exit        `json:"last_exit"`   // nil = never exited
+	Exits        []Exit       `json:"exits"`       // recent exits, oldest first
 }
 
 // MarshalJSON writes zero times as null.
@@ -121,11 +126,15 @@ func (w WorkerInfo) MarshalJSON() ([]byte, error) {
 	type plain WorkerInfo
 	out := struct {
 		plain
-		StartedAt *time.Time `json:"started_at"`
-		NextStart *time.Time `json:"next_start,omitempty"`
+		StartedAt  *time.Time `json:"started_at"`
+		NextStart  *time.Time `json:"next_start,omitempty"`
+		ActivityAt *time.Time `json:"activity_at"`
 	}{plain: plain(w)}
 	if !w.StartedAt.IsZero() {
 		out.StartedAt = &w.StartedAt
+	}
+	if !w.ActivityAt.IsZero() {
+		out.ActivityAt = &w.ActivityAt
 	}
 	if !w.NextStart.IsZero() {
 		out.NextStart = &w.NextStart

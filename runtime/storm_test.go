@@ -178,7 +178,7 @@ func TestRow32StartsPerIteration(t *testing.T) {
 			var once sync.Once
 			unsub := h.rt.Subscribe(func(e Event) {
 				if we, ok := e.(WorkerEvent); ok && we.To == Starting && names[we.Name] {
-					once.Do(func() { h.rt.tell(msgStatus{reply: reply}) })
+					once.Do(func() { h.rt.tell(msgFunc{fn: func(pm *postmaster) { reply <- pm.rows() }}) })
 				}
 			})
 			defer unsub()

@@ -189,6 +189,40 @@ func (c *Conn) unlockQueue(n int, frames uint64) {
 	c.mu.Unlock()
 }
 
+// Append is Send for a build that can fail, such as an encoder: when build
+// returns an error, whatever it appended is dropped and the error is
+// returned; nothing of it reaches the peer. With urgent it behaves as
+// SendUrgent (written by the caller when the socket is quiet), otherwise
+// as Send. build runs with the queue locked: it must only append.
+func (c *Conn) Append(urgent bool, build func(b []byte) ([]byte, error)) error {
+	if urgent {
+		buf, err := c.lockInline()
+		if err != nil {
+			return err
+		}
+		if buf != nil {
+			out, berr := build(buf)
+			if berr != nil {
+				c.writeInline(out[:0]) // gives the socket back, writes nothing
+				return berr
+			}
+			return c.writeInline(out)
+		}
+	} else if err := c.lockQueue(); err != nil {
+		return err
+	}
+	n := len(c.wbuf)
+	out, berr := build(c.wbuf)
+	if berr != nil {
+		c.wbuf = out[:n]
+		c.unlockQueue(n, 0)
+		return berr
+	}
+	c.wbuf = out
+	c.unlockQueue(n, 1)
+	return nil
+}
+
 // SendUrgent is Send for a frame someone is waiting on (a request or a
 // response): when nothing is queued and nobody is writing, the caller
 // writes it to the socket itself, saving the hand-off to the writer

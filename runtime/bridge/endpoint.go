@@ -115,39 +115,21 @@ func (c *codecError) Unwrap() error { return c.err }
 
 // send encodes one Tell, Request or Response (status OK) frame straight
 // into the connection's write queue, or, when urgent and the connection is
-// quiet, into the buffer that the caller then writes to the socket itself.
-// No closure and no temporary buffer: a 64-byte tell costs no allocation.
+// quiet, into the buffer that the caller then writes to the socket itself
+// (Conn.Append). No temporary buffer: a 64-byte tell costs no allocation.
 // An encoding error drops the frame and is returned as a *codecError.
 func (e *Endpoint) send(urgent bool, k Kind, id uint64, target string, msg any) error {
-	c := e.conn
-	if urgent {
-		buf, err := c.lockInline()
+	err := e.conn.Append(urgent, func(b []byte) ([]byte, error) {
+		out, err := appendMessage(b, k, id, target, msg)
 		if err != nil {
-			return err
+			return out, &codecError{err}
 		}
-		if buf != nil {
-			out, err := appendMessage(buf, k, id, target, msg)
-			if err != nil {
-				c.writeInline(out[:0]) // gives the socket back, writes nothing
-				e.EncodeErrors.Add(1)
-				return &codecError{err}
-			}
-			return c.writeInline(out)
-		}
-	} else if err := c.lockQueue(); err != nil {
-		return err
-	}
-	n := len(c.wbuf)
-	out, err := appendMessage(c.wbuf, k, id, target, msg)
-	if err != nil {
-		c.wbuf = out[:n]
-		c.unlockQueue(n, 0)
+		return out, nil
+	})
+	if _, ok := err.(*codecError); ok { // as returned by build: not wrapped
 		e.EncodeErrors.Add(1)
-		return &codecError{err}
 	}
-	c.wbuf = out
-	c.unlockQueue(n, 1)
-	return nil
+	return err
 }
 
 // appendMessage appends a whole message frame: the header, then the

@@ -9,9 +9,10 @@ import (
 // Kind is a frame's type, the byte after its length.
 type Kind uint8
 
-// Frame kinds. Child → host: Hello, Idle, Ready, Heartbeat, Goodbye and
-// either direction: Tell, Request, Response. Host → child: Welcome, Assign,
-// Heartbeat, Terminate.
+// Frame kinds. Child → host: Hello, Idle, Ready, Activity, Goodbye; host →
+// child: Welcome, Assign, Terminate, Reload; either direction: Tell,
+// Request, Response, Heartbeat. Which are legal when is the table in
+// protocol.go.
 const (
 	KindHello     Kind = 1  // child → host: magic, version, pid, cookie
 	KindWelcome   Kind = 2  // host → child: version, heartbeat interval, max frame
@@ -24,10 +25,12 @@ const (
 	KindHeartbeat Kind = 9  // either way: liveness, no body
 	KindGoodbye   Kind = 10 // child → host: clean exit with this code follows
 	KindTerminate Kind = 11 // host → child: stop by this deadline
-	kindMax       Kind = 11
+	KindActivity  Kind = 12 // child → host: what the worker is doing now (text), coalesced
+	KindReload    Kind = 13 // host → child: reload the configuration (SIGHUP)
+	kindMax       Kind = 13
 )
 
-var kindNames = [...]string{"", "hello", "welcome", "idle", "assign", "ready", "tell", "request", "response", "heartbeat", "goodbye", "terminate"}
+var kindNames = [...]string{"", "hello", "welcome", "idle", "assign", "ready", "tell", "request", "response", "heartbeat", "goodbye", "terminate", "activity", "reload"}
 
 func (k Kind) String() string {
 	if k >= 1 && k <= kindMax {
@@ -42,8 +45,8 @@ const (
 	// bgworker child.
 	Magic = "BGW\x01"
 	// Version is the protocol version. A child of another version is
-	// refused at the handshake.
-	Version = 1
+	// refused at the handshake (CheckVersion).
+	Version = 2
 	// HeaderLen is the length prefix (4 bytes) plus the kind (1 byte).
 	HeaderLen = 5
 	// DefaultMaxFrame caps a frame's length; a larger length prefix is a
@@ -236,6 +239,7 @@ func ParseWelcome(body []byte) (Welcome, error) {
 const (
 	FlagConnect      = 1 << 0
 	FlagSharedMemory = 1 << 1
+	FlagNotifyReady  = 1 << 2 // Ready waits for the worker's own call
 )
 
 // Assign tells a child which worker to become.
@@ -431,6 +435,32 @@ func ParseTerminate(body []byte) (int64, error) {
 	r := reader{k: KindTerminate, b: body}
 	d := int64(r.u64("deadline"))
 	return d, r.done()
+}
+
+// MaxActivity caps an Activity frame's text, in bytes; longer text is cut.
+const MaxActivity = 256
+
+// AppendActivity appends an Activity frame: what the worker reports doing
+// (cut to MaxActivity bytes) and when it said so, in Unix nanoseconds.
+func AppendActivity(b []byte, atUnixNano int64, text string) []byte {
+	b, s := begin(b, KindActivity)
+	b = binary.LittleEndian.AppendUint64(b, uint64(atUnixNano))
+	if len(text) > MaxActivity {
+		text = text[:MaxActivity]
+	}
+	b = append(b, text...)
+	return end(b, s)
+}
+
+// ParseActivity decodes an Activity body.
+func ParseActivity(body []byte) (atUnixNano int64, text string, err error) {
+	r := reader{k: KindActivity, b: body}
+	at := int64(r.u64("time"))
+	t := r.rest()
+	if r.err == nil && len(t) > MaxActivity {
+		return 0, "", violation(KindActivity, "text of %d bytes above %d", len(t), MaxActivity)
+	}
+	return at, string(t), r.done()
 }
 
 // ParseEmpty checks that a body-less frame has no body.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -191,7 +192,7 @@ func TestKindString(t *testing.T) {
 	want := map[Kind]string{
 		0: "kind(0)", KindHello: "hello", KindWelcome: "welcome", KindIdle: "idle", KindAssign: "assign",
 		KindReady: "ready", KindTell: "tell", KindRequest: "request", KindResponse: "response",
-		KindHeartbeat: "heartbeat", KindGoodbye: "goodbye", KindTerminate: "terminate", 12: "kind(12)", 255: "kind(255)",
+		KindHeartbeat: "heartbeat", KindGoodbye: "goodbye", KindTerminate: "terminate", KindActivity: "activity", KindReload: "reload", 14: "kind(14)", 255: "kind(255)",
 	}
 	for k, w := range want {
 		if got := k.String(); got != w {
@@ -218,6 +219,8 @@ func allFrames() [][]byte {
 		AppendEmpty(nil, KindHeartbeat),
 		AppendGoodbye(nil, 1),
 		AppendTerminate(nil, 12345),
+		AppendActivity(nil, 12345, "copying batch 17"),
+		AppendEmpty(nil, KindReload),
 	}
 }
 
@@ -269,7 +272,7 @@ func TestSplitFrameErrors(t *testing.T) {
 		{"zero length", header(0, KindHeartbeat), DefaultMaxFrame, "zero length"},
 		{"zero length, length only", []byte{0, 0, 0, 0}, DefaultMaxFrame, "zero length"},
 		{"kind 0", header(1, 0), DefaultMaxFrame, "kind(0) frame: unknown kind"},
-		{"kind 12", header(1, 12), DefaultMaxFrame, "kind(12) frame: unknown kind"},
+		{"kind 14", header(1, 14), DefaultMaxFrame, "kind(14) frame: unknown kind"},
 		{"kind 255, body not yet there", header(100, 255), DefaultMaxFrame, "kind(255) frame: unknown kind"},
 	}
 	for _, tt := range tests {
@@ -429,6 +432,8 @@ func checkFrame(t *testing.T, k Kind, body, frame []byte) {
 	isProto("ParseTerminate", errT)
 	errE := ParseEmpty(k, body)
 	isProto("ParseEmpty", errE)
+	at, text, errAc := ParseActivity(body)
+	isProto("ParseActivity", errAc)
 	for _, mk := range []Kind{KindTell, KindRequest, KindResponse, k} {
 		m, err := ParseMessage(mk, body)
 		isProto("ParseMessage", err)
@@ -452,6 +457,8 @@ func checkFrame(t *testing.T, k Kind, body, frame []byte) {
 		re = AppendAssign(nil, a)
 	case k == KindGoodbye && errG == nil:
 		re = AppendGoodbye(nil, g)
+	case k == KindActivity && errAc == nil:
+		re = AppendActivity(nil, at, text)
 	case k == KindTerminate && errT == nil:
 		re = AppendTerminate(nil, d)
 	case (k == KindIdle || k == KindReady || k == KindHeartbeat) && errE == nil:
@@ -515,7 +522,7 @@ func FuzzSplitFrame(f *testing.F) {
 				if n < HeaderLen || n > len(buf) || n-HeaderLen > maxFrame || len(body) != n-HeaderLen {
 					t.Fatalf("SplitFrame consumed %d of %d bytes with a %d-byte body (cap %d)", n, len(buf), len(body), maxFrame)
 				}
-				if k < KindHello || k > KindTerminate || k != Kind(buf[4]) {
+				if k < KindHello || k > KindReload || k != Kind(buf[4]) {
 					t.Fatalf("SplitFrame returned kind %v for byte %d", k, buf[4])
 				}
 				if int(binary.LittleEndian.Uint32(buf)) != n-4 || !bytes.Equal(body, buf[HeaderLen:n]) {
@@ -585,4 +592,40 @@ func FuzzParseMessage(f *testing.F) {
 			t.Fatalf("%v body % x re-encodes as % x", k, body, re[HeaderLen:])
 		}
 	})
+}
+
+// TestStageTable: each stage admits exactly the frames of the protocol's
+// table, and refuses the rest with a violation naming the stage.
+func TestStageTable(t *testing.T) {
+	t.Parallel()
+	want := map[Stage][]Kind{
+		HostAwaitHello:    {KindHello},
+		HostAwaitIdle:     {KindIdle, KindHeartbeat},
+		HostIdle:          {KindHeartbeat},
+		HostAssigned:      {KindHeartbeat, KindReady, KindActivity, KindGoodbye, KindTell, KindRequest, KindResponse},
+		ChildAwaitWelcome: {KindWelcome},
+		ChildAwaitAssign:  {KindAssign, KindTerminate, KindHeartbeat},
+		ChildAssigned:     {KindTell, KindRequest, KindResponse, KindTerminate, KindReload, KindHeartbeat},
+	}
+	for st := HostAwaitHello; st <= stageMax; st++ {
+		for k := Kind(0); k <= kindMax+1; k++ {
+			allowed := slices.Contains(want[st], k)
+			if got := st.Allows(k); got != allowed {
+				t.Errorf("%v.Allows(%v) = %v, want %v", st, k, got, allowed)
+			}
+			err := st.Check(k)
+			if allowed != (err == nil) || err != nil && (!errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), st.String())) {
+				t.Errorf("%v.Check(%v) = %v", st, k, err)
+			}
+		}
+	}
+	if Stage(0).Allows(KindHello) || Stage(99).Allows(KindHello) {
+		t.Error("an unknown stage admits frames")
+	}
+	if err := CheckVersion(KindHello, Version); err != nil {
+		t.Errorf("CheckVersion(own version) = %v", err)
+	}
+	if err := CheckVersion(KindWelcome, Version+1); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "version") {
+		t.Errorf("CheckVersion(other version) = %v, want a violation naming the version", err)
+	}
 }

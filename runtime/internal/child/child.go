@@ -1,4 +1,4 @@
-package runtime
+package child
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"reflect"
 	goruntime "runtime"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,87 +23,80 @@ import (
 
 	"github.com/bgworker/bgworker/actors"
 	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/runtime/internal/hold"
 	"github.com/bgworker/bgworker/shmactor"
 )
 
-// Environment variables and descriptors of the child protocol.
 const (
-	// envChild marks a child process and carries the handshake cookie (hex).
-	envChild = "BGWORKER_CHILD"
-	// childFD is the bridge socket's descriptor in the child.
-	childFD = 3
 	// hostAddress is the actor address by which a child reaches the host.
 	hostAddress = "bgworker-host"
-	// exitRefused is the exit code of a binary started in child mode by
-	// hand, without a bridge.
-	exitRefused = 64
-	// exitLost is the exit code of a child whose postmaster went away.
-	exitLost = 1
-	// handshakeTimeout bounds the wait for the host's Welcome after Hello.
+	// HandshakeTimeout bounds the wait for the host's Welcome after Hello.
 	// A postmaster answers within milliseconds, even under load.
-	handshakeTimeout = 10 * time.Second
+	HandshakeTimeout = 10 * time.Second
+	// activityEvery is the least time between two Activity frames.
+	activityEvery = 50 * time.Millisecond
+	// idleTitle is an idle child's process name.
+	idleTitle = "bgw-idle"
 )
 
-// Main must be the first call in the host binary's main function. In the
-// host it returns at once. In a child process (the host binary re-executed
-// by the postmaster) it runs the assigned worker and exits with the
-// worker's exit code; it never returns. Child mode needs both the marker
-// in the environment and a bridge socket on fd 3 that completes the
-// handshake; a binary started by hand with only the marker prints a short
-// refusal and exits with code 64.
-func Main() {
-	cookie, ok := os.LookupEnv(envChild)
-	if !ok {
-		return
+// Config tunes a child. The zero value is the production setting.
+type Config struct {
+	// LoanLimit is how long the worker actor may run on the bridge's
+	// reading goroutine before reading moves to another goroutine;
+	// checked at each heartbeat, so the move comes within LoanLimit plus
+	// one heartbeat interval. Zero = 1 s.
+	LoanLimit time.Duration
+}
+
+// Cookie returns the handshake cookie from the environment, and whether
+// this process was started as a child at all.
+func Cookie() (string, bool) { return os.LookupEnv(bridge.EnvChild) }
+
+// Run is a child's whole life: the handshake on fd 3, the worker it is
+// assigned, and the exit code it ends with. A process started with the
+// marker but without a bridge (by hand) gets a short refusal and
+// bridge.ExitRefused.
+func Run(cookieHex string, cfg Config) int {
+	os.Unsetenv(bridge.EnvChild)
+	if cfg.LoanLimit <= 0 {
+		cfg.LoanLimit = time.Second
 	}
-	os.Unsetenv(envChild)
-	os.Exit(childMain(cookie))
-}
-
-func refuse(format string, args ...any) int {
-	fmt.Fprintf(os.Stderr, "bgworker: refusing to run as a worker: "+format+"\n", args...)
-	fmt.Fprintf(os.Stderr, "bgworker: this binary starts workers itself; run it without %s\n", envChild)
-	return exitRefused
-}
-
-// deathSignal is the parent-death signal of a child: on it, and on EOF of
-// the bridge, the child kills its whole process group, so the worker's own
-// children do not outlive a postmaster that could not reap them.
-const deathSignal = syscall.SIGUSR2
-
-func childMain(cookieHex string) int {
 	death := make(chan os.Signal, 1)
-	signal.Notify(death, deathSignal)
+	signal.Notify(death, bridge.DeathSignal)
 	go func() {
 		<-death
 		killGroupAndExit()
 	}()
+	// The host's Reload reaches the worker over the bridge; a hangup of
+	// a terminal must not end it.
+	signal.Ignore(syscall.SIGHUP)
 	var cookie [bridge.CookieLen]byte
 	if b, err := hex.DecodeString(cookieHex); err != nil || len(b) != bridge.CookieLen {
-		return refuse("%s is not a valid handshake cookie", envChild)
+		return refuse("%s is not a valid handshake cookie", bridge.EnvChild)
 	} else {
 		copy(cookie[:], b)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(childFD, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return refuse("fd %d is not a bridge socket", childFD)
+	if err := unix.Fstat(bridge.ChildFD, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return refuse("fd %d is not a bridge socket", bridge.ChildFD)
 	}
-	f := os.NewFile(childFD, "bridge")
+	f := os.NewFile(bridge.ChildFD, "bridge")
 	conn, err := bridge.FileConn(f, bridge.DefaultMaxFrame)
 	f.Close()
 	if err != nil {
 		return refuse("%v", err)
 	}
 	c := &child{
+		cfg:      cfg,
 		conn:     conn,
-		disp:     &holdDispatcher{},
+		disp:     &hold.Dispatcher{},
 		welcome:  make(chan bridge.Welcome, 1),
 		sysReady: make(chan struct{}),
 		exit:     make(chan int, 1),
 		term:     make(chan struct{}),
 	}
 	// JSON lines on stderr: the host's output capture recognises them and
-	// re-logs each record with its level and attributes (childRecord).
+	// re-logs each record with its level and attributes.
 	c.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if err := conn.Send(func(b []byte) []byte {
 		return bridge.AppendHello(b, bridge.Hello{Version: bridge.Version, PID: uint32(os.Getpid()), Cookie: cookie})
@@ -111,14 +105,13 @@ func childMain(cookieHex string) int {
 	}
 	go c.read()
 	// Build the actor system while the handshake is in flight. With
-	// newChildActorSystem (child_fast.go: NewActorSystem with a small
-	// process registry) it takes ~0.1 ms instead of ~3 ms idle (6.5–8 ms
-	// loaded), which took cold start p50 from 19.2 to 10.0 ms under load.
+	// newChildActorSystem (fast.go: NewActorSystem with a small process
+	// registry) it takes ~0.1 ms instead of ~3 ms idle (6.5–8 ms loaded).
 	c.system = newChildActorSystem(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	})))
 	var w bridge.Welcome
-	handshake := time.NewTimer(handshakeTimeout)
+	handshake := time.NewTimer(HandshakeTimeout)
 	select {
 	case w = <-c.welcome:
 		handshake.Stop()
@@ -127,7 +120,7 @@ func childMain(cookieHex string) int {
 	case <-handshake.C:
 		// A socket on fd 3 whose peer never answers is not a postmaster:
 		// refuse, as for every other bad start, rather than wait forever.
-		return refuse("no welcome from the host on fd %d within %v", childFD, handshakeTimeout)
+		return refuse("no welcome from the host on fd %d within %v", bridge.ChildFD, HandshakeTimeout)
 	}
 	c.ep = bridge.NewEndpoint(conn, c.system, hostAddress, c.resolve, c.log)
 	c.system.ProcessRegistry.RegisterAddressResolver(func(pid *actor.PID) (actor.Process, bool) {
@@ -136,13 +129,9 @@ func childMain(cookieHex string) int {
 		}
 		return nil, false
 	})
-	// Idle is queued before the reader may start the worker (sysReady):
-	// the worker's Ready must follow it on the wire.
-	if err := conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindIdle) }); err != nil {
-		return exitLost
-	}
-	close(c.sysReady)
-	go c.heartbeat(time.Duration(w.HeartbeatMS) * time.Millisecond)
+	// SIGTERM is caught before the worker can start (sysReady): a stop
+	// that comes right after Ready must reach the worker as a terminate
+	// notice, not end the process by Go's default action.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
 	go func() {
@@ -150,13 +139,28 @@ func childMain(cookieHex string) int {
 			c.terminate(time.Time{})
 		}
 	}()
+	setTitle(idleTitle)
+	// Idle is queued before the reader may start the worker (sysReady):
+	// the worker's Ready must follow it on the wire.
+	if err := conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindIdle) }); err != nil {
+		return bridge.ExitLost
+	}
+	close(c.sysReady)
+	go c.heartbeat(time.Duration(w.HeartbeatMS) * time.Millisecond)
 	// The worker is started by the reader when its Assign arrives; this
 	// goroutine waits for the worker's end.
 	return c.end(<-c.exit)
 }
 
+func refuse(format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "bgworker: refusing to run as a worker: "+format+"\n", args...)
+	fmt.Fprintf(os.Stderr, "bgworker: this binary starts workers itself; run it without %s\n", bridge.EnvChild)
+	return bridge.ExitRefused
+}
+
 // child is the child process's side of the bridge.
 type child struct {
+	cfg      Config
 	conn     *bridge.Conn
 	ep       *bridge.Endpoint
 	system   *actor.ActorSystem
@@ -165,7 +169,7 @@ type child struct {
 	sysReady chan struct{}
 	exit     chan int
 
-	disp     *holdDispatcher // the worker actor's dispatcher when it gets the runtime's mailbox (start); held by the reader for a batch
+	disp     *hold.Dispatcher // the worker actor's dispatcher when it gets the runtime's mailbox (start); held by the reader for a batch
 	worker   atomic.Pointer[worker]
 	termOnce sync.Once
 	term     chan struct{}
@@ -173,14 +177,14 @@ type child struct {
 }
 
 func (c *child) read() {
-	state := 0 // 0: awaiting Welcome; 1: awaiting Assign; 2: running
+	stage := bridge.ChildAwaitWelcome
 	batch := false
 	yield := func() func() {
 		if !batch {
 			return nil
 		}
 		batch = false
-		run := c.disp.take()
+		run := c.disp.Take()
 		if run == nil {
 			return nil
 		}
@@ -194,47 +198,61 @@ func (c *child) read() {
 		}
 	}
 	c.conn.ReadLoopLending(func(k bridge.Kind, body []byte) error {
+		if err := stage.Check(k); err != nil {
+			return err
+		}
 		if !batch && (k == bridge.KindAssign || k == bridge.KindTell || k == bridge.KindRequest) {
 			batch = true // the worker's mailbox runs, if these schedule it, are for yield
-			c.disp.hold()
+			c.disp.Hold()
 		}
-		switch {
-		case k == bridge.KindHeartbeat:
+		switch k {
+		case bridge.KindHeartbeat:
 			return bridge.ParseEmpty(k, body)
-		case state == 0 && k == bridge.KindWelcome:
+		case bridge.KindWelcome:
 			w, err := bridge.ParseWelcome(body)
 			if err != nil {
 				return err
 			}
-			if w.Version != bridge.Version {
-				return fmt.Errorf("bridge: host speaks version %d, child %d", w.Version, bridge.Version)
+			if err := bridge.CheckVersion(k, w.Version); err != nil {
+				return err
 			}
-			state = 1
+			stage = bridge.ChildAwaitAssign
 			c.welcome <- w
 			return nil
-		case state == 1 && k == bridge.KindAssign:
+		case bridge.KindAssign:
 			a, err := bridge.ParseAssign(body)
 			if err != nil {
 				return err
 			}
-			state = 2
+			stage = bridge.ChildAssigned
 			<-c.sysReady
 			if err := c.start(a); err != nil {
 				fmt.Fprintf(os.Stderr, "bgworker: %v\n", err)
 				c.finish(actors.ExitPanic)
 			}
 			return nil
-		case state >= 1 && k == bridge.KindTerminate:
+		case bridge.KindTerminate:
 			d, err := bridge.ParseTerminate(body)
 			if err != nil {
 				return err
 			}
-			c.terminate(time.Unix(0, d))
+			var deadline time.Time
+			if d != 0 {
+				deadline = time.Unix(0, d)
+			}
+			c.terminate(deadline)
 			return nil
-		case state == 2 && (k == bridge.KindTell || k == bridge.KindRequest || k == bridge.KindResponse):
+		case bridge.KindReload:
+			if err := bridge.ParseEmpty(k, body); err != nil {
+				return err
+			}
+			if w := c.worker.Load(); w != nil {
+				w.reload()
+			}
+			return nil
+		default: // Tell, Request, Response
 			return c.ep.Handle(k, body)
 		}
-		return &bridge.ProtocolError{Kind: k, Reason: "unexpected in this state"}
 	}, true, yield, func(err error) {
 		// The postmaster is gone (EOF) or broke the protocol: nothing left
 		// to serve. PostgreSQL's children exit the same way on postmaster
@@ -257,32 +275,27 @@ func killGroupAndExit() {
 	if unix.Getpgrp() == os.Getpid() {
 		unix.Kill(0, unix.SIGKILL)
 	}
-	os.Exit(exitLost)
+	os.Exit(bridge.ExitLost)
 }
-
-// loanLimit is how long the worker actor may run on the bridge's reading
-// goroutine (holdDispatcher) before reading moves to another goroutine;
-// checked at each heartbeat, so the move comes within loanLimit plus one
-// heartbeat interval.
-var loanLimit = time.Second // a variable only for tests that must rule the watchdog out
 
 // heartbeat keeps the bridge from falling silent: at every interval in
 // which the child sent nothing, it sends a heartbeat (traffic is liveness,
 // so a busy bridge carries none); and at each tick it checks that the
-// worker has not kept the reading goroutine for longer than loanLimit
-// (bridge.Conn.CheckLoan). With heartbeats off (interval 0) it only checks,
-// every loanLimit. One ticker: an idle child wakes once per interval.
+// worker has not kept the reading goroutine for longer than the loan
+// limit (bridge.Conn.CheckLoan). With heartbeats off (interval 0) it only
+// checks, every loan limit. One ticker: an idle child wakes once per
+// interval.
 func (c *child) heartbeat(every time.Duration) {
 	period := every
 	if period <= 0 {
-		period = loanLimit
+		period = c.cfg.LoanLimit
 	}
 	t := time.NewTicker(period)
 	defer t.Stop()
 	beating := every > 0
 	sent := c.conn.Stats.FramesOut.Load()
 	for range t.C {
-		c.conn.CheckLoan(loanLimit)
+		c.conn.CheckLoan(c.cfg.LoanLimit)
 		if !beating {
 			continue
 		}
@@ -335,8 +348,10 @@ func (c *child) start(a bridge.Assign) error {
 	if !ok {
 		return fmt.Errorf("no worker %q is registered in this binary", a.Code)
 	}
+	setTitle(a.Name)
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &worker{c: c, spec: spec, assign: a, ctx: ctx, readySent: make(chan struct{})}
+	w := &worker{c: c, spec: spec, assign: a, ctx: ctx, readySent: make(chan struct{}),
+		reloads: make(chan struct{}, 1), actKick: make(chan struct{}, 1)}
 	if a.Flags&bridge.FlagSharedMemory != 0 {
 		f := c.conn.TakeFile("segment")
 		if f == nil {
@@ -367,7 +382,7 @@ func (c *child) start(a bridge.Assign) error {
 	// middleware would allocate an envelope per message, so it is used
 	// only when the worker's Props bring a mailbox of their own.
 	//
-	// The reader runs the mailbox itself (holdDispatcher) only with that
+	// The reader runs the mailbox itself (hold.Dispatcher) only with that
 	// unbounded mailbox: the reader posts a whole batch before it runs the
 	// mailbox, and a bounded mailbox would make it wait for a run that only
 	// it can start. Props with a mailbox or a dispatcher of their own keep
@@ -387,6 +402,7 @@ func (c *child) start(a bridge.Assign) error {
 		return fmt.Errorf("worker %q: spawn: %w", a.Name, err)
 	}
 	w.self.Store(pid)
+	go w.reportActivity()
 	go func() {
 		<-c.term
 		cancel()
@@ -412,6 +428,25 @@ func (c *child) end(code int) int {
 	return code
 }
 
+// setTitle names every thread of the process, so that ps and top show
+// which worker a child runs (PostgreSQL's "postgres: <type>"): the kernel
+// keeps a name per thread, cut to 15 bytes, and /proc/<pid>/comm is the
+// main thread's. Threads made later inherit the name of the thread that
+// makes them.
+func setTitle(name string) {
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	self := strconv.Itoa(os.Getpid())
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, t := range tasks {
+		_ = os.WriteFile("/proc/"+self+"/task/"+t.Name()+"/comm", []byte(name), 0)
+	}
+}
+
 // crashStrategy is the guardian of the worker actor: a panic in the actor
 // is a crash of the worker process (exit 2), not an in-process restart.
 // The postmaster decides restarts, with the process as the unit.
@@ -432,6 +467,14 @@ type worker struct {
 	seg       *shmactor.Segment
 	ready     sync.Once
 	readySent chan struct{} // closed once the Ready frame has been handed to the connection
+	reloads   chan struct{}
+	activity  atomic.Pointer[activity] // the latest SetActivity, not yet sent
+	actKick   chan struct{}
+}
+
+type activity struct {
+	at   time.Time
+	text string
 }
 
 func (w *worker) Name() string                 { return w.assign.Name }
@@ -443,6 +486,7 @@ func (w *worker) System() *actor.ActorSystem   { return w.c.system }
 func (w *worker) Self() *actor.PID             { return w.self.Load() }
 func (w *worker) Segment() *shmactor.Segment   { return w.seg }
 func (w *worker) Terminating() <-chan struct{} { return w.c.term }
+func (w *worker) Reload() <-chan struct{}      { return w.reloads }
 
 func (w *worker) Exit(err error) {
 	if err == nil {
@@ -452,6 +496,47 @@ func (w *worker) Exit(err error) {
 		w.c.finish(actors.ExitRestart)
 	}
 	select {} // the process exits; this goroutine never continues
+}
+
+// Ready sends Ready for a NotifyReady worker; see actors.Worker.
+func (w *worker) Ready() {
+	if w.assign.Flags&bridge.FlagNotifyReady != 0 {
+		w.sendReady()
+	}
+}
+
+// SetActivity keeps the latest text and wakes the reporter; see
+// actors.Worker.
+func (w *worker) SetActivity(text string) {
+	w.activity.Store(&activity{at: time.Now(), text: text})
+	select {
+	case w.actKick <- struct{}{}:
+	default:
+	}
+}
+
+// reportActivity sends the latest activity at most every activityEvery:
+// calls in between only replace the text, so a worker may report per item.
+func (w *worker) reportActivity() {
+	for range w.actKick {
+		if a := w.activity.Swap(nil); a != nil {
+			_ = w.c.conn.Send(func(b []byte) []byte { return bridge.AppendActivity(b, a.at.UnixNano(), a.text) })
+		}
+		time.Sleep(activityEvery) // coalesce what comes meanwhile
+	}
+}
+
+// reload passes on the host's reload request.
+func (w *worker) reload() {
+	select {
+	case w.reloads <- struct{}{}:
+	default:
+	}
+	if w.spec.Props != nil {
+		if pid := w.self.Load(); pid != nil {
+			w.c.system.Root.Send(pid, &actors.Reload{})
+		}
+	}
 }
 
 func (w *worker) connected() error {
@@ -506,8 +591,16 @@ func (w *worker) Request(ctx context.Context, target string, msg any) (any, erro
 // workerActorName is the worker actor's id in the child's actor system.
 const workerActorName = "worker"
 
-// started sends Ready, once, after the worker actor handled Started.
+// started is called once the worker actor has handled Started: Ready,
+// unless the spec waits for the worker's own Ready.
 func (w *worker) started() {
+	if w.assign.Flags&bridge.FlagNotifyReady == 0 {
+		w.sendReady()
+	}
+}
+
+// sendReady sends Ready, once.
+func (w *worker) sendReady() {
 	w.ready.Do(func() {
 		// Written inline: the host is waiting on it.
 		_ = w.c.conn.SendUrgent(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReady) })
@@ -598,3 +691,12 @@ func (r *runActor) loop() {
 	}
 	r.w.c.finish(actors.ExitDone)
 }
+
+// Conn returns the bridge connection of a worker running in this child:
+// the runtime's own tests inject protocol faults under its frames.
+func Conn(w actors.Worker) *bridge.Conn { return w.(*worker).c.conn }
+
+// ReadySent returns a channel closed once the worker's Ready frame is on
+// its way, for the runtime's fault tests (counting frames would count
+// heartbeats too).
+func ReadySent(w actors.Worker) <-chan struct{} { return w.(*worker).readySent }

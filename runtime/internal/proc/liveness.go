@@ -1,4 +1,4 @@
-package runtime
+package proc
 
 import (
 	"fmt"
@@ -20,12 +20,12 @@ import (
 // debugger, or its VM paused), it counts every child's silence from the
 // moment it resumed.
 
-// errSilent is the fault of a child whose bridge stayed silent too long.
-var errSilent = fmt.Errorf("runtime: child's bridge silent past the heartbeat timeout: %w", os.ErrDeadlineExceeded)
+// ErrSilent is the fault of a child whose bridge stayed silent too long.
+var ErrSilent = fmt.Errorf("runtime: child's bridge silent past the heartbeat timeout: %w", os.ErrDeadlineExceeded)
 
 // watchLiveness runs until stop is closed.
-func (rt *Runtime) watchLiveness(stop <-chan struct{}) {
-	every, timeout := rt.cfg.HeartbeatInterval, rt.cfg.HeartbeatTimeout
+func (l *Launcher) watchLiveness(stop <-chan struct{}) {
+	every, timeout := l.env.HeartbeatInterval, l.env.HeartbeatTimeout
 	t := time.NewTicker(every)
 	defer t.Stop()
 	last := time.Now()
@@ -39,11 +39,11 @@ func (rt *Runtime) watchLiveness(stop <-chan struct{}) {
 		now := time.Now()
 		if away := now.Sub(last); away > 2*every+100*time.Millisecond {
 			since = now
-			rt.log.Warn("runtime: the host was not running for a while; children's silence is counted from now",
+			l.env.Log.Warn("runtime: the host was not running for a while; children's silence is counted from now",
 				"away", away.Round(time.Millisecond))
 		}
 		last = now
-		rt.forEachProc(func(p *proc) { p.checkLiveness(now, since, timeout) })
+		l.procs.Range(func(_, v any) bool { v.(*proc).checkLiveness(now, since, timeout); return true })
 	}
 }
 
@@ -64,5 +64,5 @@ func (p *proc) checkLiveness(now, since time.Time, timeout time.Duration) {
 		return // it spoke; the reader has not got to it yet
 	}
 	p.silent.Store(true)
-	p.rt.tell(msgProcFault{p: p, err: errSilent})
+	p.l.env.Reporter.Fault(p, ErrSilent)
 }

@@ -1,18 +1,18 @@
-package runtime
+package child
 
-// Cold-start helpers of childMain (child.go).
+// Cold-start helpers of Run (child.go).
 //
 // Where a cold child's time goes (WarmPool off, StartWorker → WaitStarted,
-// 2 vCPU VM with load average 15–70, p50s; timestamps written by childMain
+// 2 vCPU VM with load average 15–70, p50s; timestamps written by Run
 // relative to StartWorker, and GODEBUG=inittrace=1):
 //
-//   - StartWorker → childMain: 7.3–9.4 ms loaded (~4 ms idle, FACTS.md).
+//   - StartWorker → Run: 7.3–9.4 ms loaded (~4 ms idle, FACTS.md).
 //     fork/exec, the Go runtime's start, page faults of the large binary
 //     and package inits: ~2.6 ms of init clock in all (loaded), the largest
 //     go.opentelemetry.io/otel/baggage, x/text bidirule, prometheus/procfs,
 //     net/netip, prometheus/client_golang, shmactor's crc32 table
 //     (0.2–0.6 ms each, loaded). Fixed by what the host binary links;
-//     nothing childMain can remove. No GC cycle runs in a cold child
+//     nothing Run can remove. No GC cycle runs in a cold child
 //     (GODEBUG=gctrace=1 prints nothing; inits allocate ~375 KiB).
 //   - actor.NewActorSystem: ~3 ms idle, 6.5–8 ms loaded, ~67,000
 //     allocations, almost all of it newSliceMap (1,024 concurrent maps of
@@ -20,7 +20,7 @@ package runtime
 //     handshake was in flight but is far longer than the round trip, so it
 //     sat on the critical path. newChildActorSystem builds the same system
 //     with a small registry in ~0.1 ms.
-//   - childMain → WaitStarted returns, after the change: ~1.5–1.9 ms loaded:
+//   - Run → WaitStarted returns, after the change: ~1.5–1.9 ms loaded:
 //     Hello → Welcome round trip ~0.6 ms, assign → Ready seen by the host
 //     ~0.5 ms, the rest (signal.Notify, FileConn, system) ~0.1–0.2 ms each.
 //

@@ -1,4 +1,4 @@
-package runtime
+package proc
 
 import (
 	"log/slog"
@@ -17,9 +17,9 @@ func TestChildRecord(t *testing.T) {
 		{`{"not":"a record"}`, `{"not":"a record"}`, slog.LevelInfo, 0},
 		{`{broken`, `{broken`, slog.LevelInfo, 0},
 	} {
-		level, msg, attrs := childRecord(tc.line)
+		level, msg, attrs := ChildRecord(tc.line)
 		if level != tc.level || msg != tc.msg || len(attrs) != tc.attrs {
-			t.Errorf("childRecord(%q) = %v, %q, %d attrs; want %v, %q, %d", tc.line, level, msg, len(attrs), tc.level, tc.msg, tc.attrs)
+			t.Errorf("ChildRecord(%q) = %v, %q, %d attrs; want %v, %q, %d", tc.line, level, msg, len(attrs), tc.level, tc.msg, tc.attrs)
 		}
 	}
 }

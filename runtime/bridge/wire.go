@@ -1,0 +1,31 @@
+package bridge
+
+import "syscall"
+
+// What a child process inherits besides the socket's frames: the marker
+// in its environment, its descriptors, and the exit codes of the protocol.
+const (
+	// EnvChild marks a child process and carries the handshake cookie, in
+	// hex. The marker alone does not make a child: fd ChildFD must be a
+	// socket whose peer completes the handshake.
+	EnvChild = "BGWORKER_CHILD"
+	// ChildFD is the bridge socket's descriptor in the child.
+	ChildFD = 3
+	// LockFD is, when the host holds a lock file, the child's inherited
+	// descriptor of it: the lock stays held while any child lives. Shared
+	// memory does not come by inheritance: the segment's memfd is passed
+	// with the Assign frame (SCM_RIGHTS), to shared-memory workers only.
+	LockFD = 4
+	// ExitRefused is the exit code of a binary started in child mode by
+	// hand, without a bridge or a handshake.
+	ExitRefused = 64
+	// ExitLost is the exit code of a child whose host went away (EOF on the
+	// bridge, or the parent-death signal).
+	ExitLost = 1
+)
+
+// DeathSignal is a child's parent-death signal (PR_SET_PDEATHSIG): on it,
+// and on EOF of the bridge, the child kills its whole process group, so
+// the worker's own children do not outlive a host that could not reap
+// them. It is caught, not fatal, for that reason.
+const DeathSignal = syscall.SIGUSR2
