@@ -4,11 +4,16 @@
 // go-plugin with the handshake cookie set, it is the echo plugin.
 //
 //	printf 'start netrpc\nrtt netrpc 100 5\nkill netrpc\n' | bgwpeers
+//
+// It ignores SIGINT: a Ctrl-C in the terminal reaches the whole process
+// group, and bgwpeers must outlive it to kill its plugins when bgwbench
+// closes its stdin (EOF or quit), or they would be left behind.
 package main
 
 import (
 	"fmt"
 	"os"
+	"os/signal"
 
 	"github.com/bgworker/bgworker/bench/peers"
 )
@@ -19,6 +24,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: bgwpeers < commands (see package peers); it takes no arguments")
 		os.Exit(2)
 	}
+	signal.Ignore(os.Interrupt)
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bgwpeers: %v\n", err)
