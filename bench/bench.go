@@ -2,39 +2,26 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	bgw "github.com/bgworker/bgworker/runtime"
 	"io"
 	"os"
 	"os/exec"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	bgw "github.com/bgworker/bgworker/runtime"
 )
 
-// Result is one measured line of the comparison table: a measurement, the
-// baseline measured beside it in the same run, and their ratio.
-type Result struct {
-	Name          string  // what was measured, e.g. "cold start p50"
-	Value         float64 // the measurement
-	Baseline      string  // what it is compared with, e.g. "raw child p50"
-	BaselineValue float64 // the baseline, measured in the same run
-	Unit          string  // unit of Value and BaselineValue, e.g. "ms", "msg/s"
-	Target        string  // the target, e.g. "ratio <= 1.2" or "p50 <= 0.3 ms"; empty for none
-	Met           *bool   // whether the target was met; nil when there is no target
-}
-
-// Ratio returns Value / BaselineValue, or 0 when there is no baseline.
-func (r Result) Ratio() float64 {
-	if r.BaselineValue == 0 {
-		return 0
-	}
-	return r.Value / r.BaselineValue
-}
-
 // Suite is one group of benchmarks. Run measures and returns its results.
+// IDs lists, in order, every [Result.ID] Run may return; a result with an
+// ID not listed is an error of the suite (see [RunSuite]), so that the list
+// is the suite's contract with whoever reads the JSON output.
 type Suite struct {
 	Name string
+	IDs  []string
 	Run  func(ctx context.Context) ([]Result, error)
 }
 
@@ -45,13 +32,65 @@ var (
 )
 
 // RegisterSuite adds a suite; called from init in the file that defines it.
+// It panics on a duplicate suite name or on an ID that is empty or declared
+// twice (by this suite or another).
 func RegisterSuite(s Suite) {
 	mu.Lock()
 	defer mu.Unlock()
 	if _, dup := suites[s.Name]; dup {
 		panic("bench: duplicate suite " + s.Name)
 	}
+	for _, id := range s.IDs {
+		if id == "" {
+			panic("bench: suite " + s.Name + " declares an empty result id")
+		}
+		for _, o := range suites {
+			if slices.Contains(o.IDs, id) {
+				panic("bench: result id " + id + " declared by suites " + o.Name + " and " + s.Name)
+			}
+		}
+		if n := countOf(s.IDs, id); n > 1 {
+			panic("bench: suite " + s.Name + " declares result id " + id + " twice")
+		}
+	}
 	suites[s.Name] = s
+}
+
+func countOf(xs []string, x string) int {
+	n := 0
+	for _, y := range xs {
+		if y == x {
+			n++
+		}
+	}
+	return n
+}
+
+// RunSuite runs s, stamps each result with the suite's name and returns
+// the results in the order of s.IDs. A result whose ID s does not declare,
+// or that repeats an ID of this run, is dropped from the results and
+// reported in the error.
+func RunSuite(ctx context.Context, s Suite) ([]Result, error) {
+	rs, err := s.Run(ctx)
+	var out []Result
+	seen := map[string]bool{}
+	bad := []error{err}
+	for _, r := range rs {
+		switch {
+		case !slices.Contains(s.IDs, r.ID):
+			bad = append(bad, fmt.Errorf("bench: suite %s: result %q has id %q, which the suite does not declare", s.Name, r.Name, r.ID))
+		case seen[r.ID]:
+			bad = append(bad, fmt.Errorf("bench: suite %s: result id %q returned twice", s.Name, r.ID))
+		default:
+			seen[r.ID] = true
+			r.Suite = s.Name
+			out = append(out, r)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Result) int {
+		return slices.Index(s.IDs, a.ID) - slices.Index(s.IDs, b.ID)
+	})
+	return out, errors.Join(bad...)
 }
 
 // Suites returns the registered suites sorted by name.
@@ -62,7 +101,7 @@ func Suites() []Suite {
 	for _, s := range suites {
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	slices.SortFunc(out, func(a, b Suite) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -97,28 +136,6 @@ func ChildMain() {
 	}
 	os.Exit(fn())
 }
-
-// Print writes results as an aligned table.
-func Print(w io.Writer, suite string, rs []Result) {
-	for _, r := range rs {
-		met := ""
-		if r.Met != nil {
-			met = "MISSED"
-			if *r.Met {
-				met = "met"
-			}
-		}
-		ratio := ""
-		if r.BaselineValue != 0 {
-			ratio = fmt.Sprintf("%.2fx", r.Ratio())
-		}
-		fmt.Fprintf(w, "%-10s %-44s %12.4g %-6s | %-34s %12.4g | %8s | %-22s %s\n",
-			suite, r.Name, r.Value, r.Unit, r.Baseline, r.BaselineValue, ratio, r.Target, met)
-	}
-}
-
-// Bool returns a pointer to b, for Result.Met.
-func Bool(b bool) *bool { return &b }
 
 // timeChildByte re-executes this binary in the given role with a pipe on
 // fd 3, and times exec → the first byte the child writes there. The child

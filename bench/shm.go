@@ -31,8 +31,16 @@ import (
 // Each measurement alternates short trials of the subject and of its
 // baseline and reports the median of each, so that a burst of unrelated load
 // on the machine weighs on both alike.
+//
+// And the queue against the bridge, with the same 4 KiB messages: Tell of
+// a 4 KiB []byte from the host to a worker (code bench-sink) on a runtime
+// without a warm pool, in trials of shmBridgeTells, alternating with the
+// queue's trials (target: the queue carries at least 10× the bytes per
+// second).
 func init() {
-	RegisterSuite(Suite{Name: "shm", Run: shmRun})
+	RegisterSuite(Suite{Name: "shm", Run: shmRun, IDs: []string{
+		"shm.queue", "shm.queue.msgs", "shm.queue.vs_bridge", "shm.atomic", "shm.atomic.bytes",
+	}})
 	RegisterRole(roleShmQueueReceiver, shmQueueReceiver)
 	RegisterRole(roleShmAtomicAdder, shmAtomicAdder)
 }
@@ -47,9 +55,10 @@ const (
 	// overwrite have usually left it: a 256 KiB ring is measurably slower.
 	shmRing = 2 << 20
 
-	shmTrials     = 5                      // trials of each subject and baseline
-	shmQueueTrial = 180 * time.Millisecond // per queue or copy trial
-	shmAddTrial   = 80 * time.Millisecond  // per atomic trial
+	shmTrials      = 5                      // trials of each subject and baseline
+	shmBridgeTells = 20000                  // 4 KiB tells per bridge trial (80 MiB)
+	shmQueueTrial  = 180 * time.Millisecond // per queue or copy trial
+	shmAddTrial    = 80 * time.Millisecond  // per atomic trial
 
 	// shmChildTimeout bounds how long a child role runs if the benchmark
 	// process dies without telling it.
@@ -74,8 +83,17 @@ const (
 	shmAdderBatch = 1024 // adds between two passes through the gate
 )
 
-func shmRun(ctx context.Context) ([]Result, error) {
-	q, c, err := shmQueueVersusCopy(ctx, shmMsgSize, shmTrials, true)
+func shmRun(ctx context.Context) (rs []Result, err error) {
+	br, err := newShmBridge(ctx, max(100, int(shmBridgeTells*ScaleOf(ctx))))
+	if err != nil {
+		return nil, fmt.Errorf("shm bridge: %w", err)
+	}
+	defer func() {
+		if cerr := br.close(ctx); cerr != nil && err == nil {
+			err = fmt.Errorf("shm bridge: %w", cerr)
+		}
+	}()
+	q, c, bt, err := shmQueueVersusCopy(ctx, shmMsgSize, shmTrials, true, br.trial)
 	if err != nil {
 		return nil, fmt.Errorf("shm queue: %w", err)
 	}
@@ -84,28 +102,37 @@ func shmRun(ctx context.Context) ([]Result, error) {
 		return nil, fmt.Errorf("shm atomics: %w", err)
 	}
 	qb := Result{
+		ID:            "shm.queue",
 		Name:          "queue, 4 KiB msgs, 2 procs",
 		Value:         q * shmMsgSize,
 		Baseline:      "copy() 4 KiB blocks, 2 MiB buffer",
 		BaselineValue: c * shmMsgSize,
 		Unit:          "B/s",
-		Target:        "ratio >= 0.5",
+		Target:        []Cond{RatioAtLeast(0.5)},
 	}
-	qb.Met = Bool(qb.Ratio() >= 0.5)
 	qm := qb
-	qm.Value, qm.BaselineValue, qm.Unit = q, c, "msg/s"
+	qm.ID, qm.Value, qm.BaselineValue, qm.Unit = "shm.queue.msgs", q, c, "msg/s"
+	qv := Result{
+		ID:            "shm.queue.vs_bridge",
+		Name:          "queue, 4 KiB msgs, 2 procs",
+		Value:         q * shmMsgSize,
+		Baseline:      fmt.Sprintf("bridge Tell 4 KiB host→worker (%d a trial)", br.n),
+		BaselineValue: bt * shmMsgSize,
+		Unit:          "B/s",
+		Target:        []Cond{RatioAtLeast(10)},
+	}
 	ao := Result{
+		ID:            "shm.atomic",
 		Name:          "atomic add, 2 procs, shared segment",
 		Value:         shared,
 		Baseline:      "2 goroutines, private page",
 		BaselineValue: private,
 		Unit:          "ops/s",
-		Target:        "ratio >= 0.9",
+		Target:        []Cond{RatioAtLeast(0.9)},
 	}
-	ao.Met = Bool(ao.Ratio() >= 0.9)
 	ab := ao
-	ab.Value, ab.BaselineValue, ab.Unit = shared*8, private*8, "B/s"
-	return []Result{qb, qm, ao, ab}, nil
+	ab.ID, ab.Value, ab.BaselineValue, ab.Unit = "shm.atomic.bytes", shared*8, private*8, "B/s"
+	return []Result{qb, qm, qv, ao, ab}, nil
 }
 
 // ShmQueueThroughput4K measures, in about a second, how many 4 KiB messages
@@ -114,7 +141,7 @@ func shmRun(ctx context.Context) ([]Result, error) {
 // binary must call ChildMain first thing in main, since the child is this
 // binary re-executed.
 func ShmQueueThroughput4K(ctx context.Context) (msgsPerSec float64, err error) {
-	q, _, err := shmQueueVersusCopy(ctx, shmMsgSize, shmTrials, false)
+	q, _, _, err := shmQueueVersusCopy(ctx, shmMsgSize, shmTrials, false, nil)
 	return q, err
 }
 
@@ -206,12 +233,13 @@ func shmChildSegment() (*shmactor.Segment, []byte, error) {
 
 // shmQueueVersusCopy sends size-byte messages to a child in trials of
 // shmQueueTrial and, between them if withCopy, copies size-byte blocks into
-// a ring-sized buffer for as long. It returns the median rates in messages
-// (blocks) per second. A trial's clock runs from its first Send to the
+// a ring-sized buffer for as long, and runs other (when not nil), which
+// returns a rate of its own. It returns the median rates in messages
+// (blocks) per second: the queue's, copy's and other's. A trial's clock runs from its first Send to the
 // return of its last; the ring holds well under a millisecond's worth of
 // messages, so what was sent is, to a fraction of a percent, what was
 // received.
-func shmQueueVersusCopy(ctx context.Context, size, trials int, withCopy bool) (queue, cp float64, err error) {
+func shmQueueVersusCopy(ctx context.Context, size, trials int, withCopy bool, other func() (float64, error)) (queue, cp, oth float64, err error) {
 	seg, err := shmactor.Build(1, []shmactor.Region{
 		{Name: shmCtlRegion, Size: shmCtlSize},
 		{Name: shmCtlQueue, Size: shmactor.QueueSize(shmRing), Init: func(mem []byte) {
@@ -221,26 +249,26 @@ func shmQueueVersusCopy(ctx context.Context, size, trials int, withCopy bool) (q
 		}},
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer seg.Close()
 	ctl, _ := seg.Region(shmCtlRegion)
 	qmem, _ := seg.Region(shmCtlQueue)
 	s, err := shmactor.AttachSender(qmem)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer s.Detach()
 	if size > s.MaxMessage() {
-		return 0, 0, fmt.Errorf("message of %d bytes does not fit a %d-byte ring", size, shmRing)
+		return 0, 0, 0, fmt.Errorf("message of %d bytes does not fit a %d-byte ring", size, shmRing)
 	}
 	child, err := startShmChild(ctx, roleShmQueueReceiver, seg)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer child.stop()
 	if err := child.awaitReady(ctx, ctl); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 
 	msg := make([]byte, size)
@@ -261,33 +289,43 @@ func shmQueueVersusCopy(ctx context.Context, size, trials int, withCopy bool) (q
 		}
 	}
 	if _, err := send(shmQueueTrial / 4); err != nil { // warm up: fault the ring in
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	var qs, cs []float64
+	var qs, cs, others []float64
 	for range trials {
 		r, err := send(shmQueueTrial)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		qs = append(qs, r)
 		if withCopy {
 			cs = append(cs, shmCopyThroughput(size, shmRing, shmQueueTrial))
 		}
+		if other != nil {
+			r, err := other()
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			others = append(others, r)
+		}
 	}
 	s.Detach()
 	if err := child.wait(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if got := shmactor.Uint64At(ctl, shmCtlCount).Load(); got != n {
-		return 0, 0, fmt.Errorf("child received %d messages, sent %d", got, n)
+		return 0, 0, 0, fmt.Errorf("child received %d messages, sent %d", got, n)
 	}
 	if got := shmactor.Uint64At(ctl, shmCtlBytes).Load(); got != n*uint64(size) {
-		return 0, 0, fmt.Errorf("child received %d bytes, sent %d", got, n*uint64(size))
+		return 0, 0, 0, fmt.Errorf("child received %d bytes, sent %d", got, n*uint64(size))
 	}
 	if withCopy {
 		cp = shmMedian(cs)
 	}
-	return shmMedian(qs), cp, nil
+	if other != nil {
+		oth = shmMedian(others)
+	}
+	return shmMedian(qs), cp, oth, nil
 }
 
 // shmQueueReceiver is the child of shmQueueVersusCopy: it receives until the

@@ -1,12 +1,17 @@
 // Command bgwbench runs the benchmark suites of package bench and prints
 // each measurement beside the baseline measured in the same run.
 //
-//	go run ./bench/cmd/bgwbench [-suite bridge,...] [-n scale] [-cpuprofile file]
+//	go run ./bench/cmd/bgwbench [-suite bridge,...] [-n scale] [-format table|json] [-peers bgwpeers] [-cpuprofile file]
 //
-// It exits 1 when a suite fails to run; a missed target is reported in the
-// table, not an error. Workers and baseline children are this same binary
-// re-executed, so build it once (bench/run.sh does) rather than comparing
-// binaries.
+// The table is the default output, a row per result as each suite ends;
+// -format json prints one JSON array of every result at the end instead
+// (see bench.WriteJSON). Progress and diagnostics go to stderr. -peers
+// names a bgwpeers binary (module bench/peers), which the bridge suite
+// drives to measure hashicorp/go-plugin beside the runtime; without it
+// those rows are left out. It exits 1 when a suite fails to run; a missed
+// target is reported in the output, not an error. Workers and baseline
+// children are this same binary re-executed, so build it once
+// (bench/run.sh does, bgwpeers too) rather than comparing binaries.
 package main
 
 import (
@@ -37,10 +42,22 @@ func run() int {
 	suiteFlag := flag.String("suite", "", "comma-separated suites to run; empty = all ("+strings.Join(names, ", ")+")")
 	scale := flag.Float64("n", 1, "scale every suite's iteration counts by this factor (> 0)")
 	cpuprofile := flag.String("cpuprofile", "", "write the host's CPU profile to `file` (samples carry pprof labels per measurement)")
+	format := flag.String("format", "table", "output format: table or json")
+	peersBin := flag.String("peers", "", "the bgwpeers `binary` that measures go-plugin in the bridge suite; empty = leave those rows out")
 	flag.Parse()
 	if flag.NArg() > 0 || *scale <= 0 {
 		flag.Usage()
 		return 2
+	}
+	if *format != "table" && *format != "json" {
+		fmt.Fprintf(os.Stderr, "bgwbench: -format %q: want table or json\n", *format)
+		return 2
+	}
+	if *peersBin != "" {
+		if fi, err := os.Stat(*peersBin); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			fmt.Fprintf(os.Stderr, "bgwbench: -peers %q: not an executable file\n", *peersBin)
+			return 2
+		}
 	}
 
 	run := bench.Suites()
@@ -77,19 +94,31 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx = bench.WithScale(ctx, *scale)
+	ctx = bench.WithPeers(ctx, *peersBin)
 
-	fmt.Printf("%-10s %-44s %12s %-6s | %-34s %12s | %8s | %-22s %s\n",
-		"suite", "measurement", "value", "unit", "baseline (same run)", "baseline", "ratio", "target", "")
+	if *format == "table" {
+		bench.PrintHeader(os.Stdout)
+	}
 	code := 0
+	var all []bench.Result
 	for _, s := range run {
-		rs, err := s.Run(ctx)
-		bench.Print(os.Stdout, s.Name, rs)
+		rs, err := bench.RunSuite(ctx, s)
+		if *format == "table" {
+			bench.Print(os.Stdout, rs)
+		}
+		all = append(all, rs...)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bgwbench: suite %s: %v\n", s.Name, err)
 			code = 1
 		}
 		if ctx.Err() != nil {
 			break
+		}
+	}
+	if *format == "json" {
+		if err := bench.WriteJSON(os.Stdout, all); err != nil {
+			fmt.Fprintf(os.Stderr, "bgwbench: %v\n", err)
+			code = 1
 		}
 	}
 	return code
