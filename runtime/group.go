@@ -134,6 +134,7 @@ func (pm *postmaster) beginReset(crashed *slot) {
 	pm.resetting = true
 	pm.resetStart = now
 	pm.rt.metrics.resets.Inc()
+	pm.rt.status.resetBegun()
 	pm.rt.log.Warn("runtime: shared-memory worker crashed; resetting the shared-memory group",
 		"worker", crashed.spec.Name, "generation", pm.segGen)
 	pm.rt.publish(GroupResetEvent{Cause: crashed.spec.Name, Generation: pm.segGen, At: now})
@@ -211,6 +212,7 @@ func (pm *postmaster) checkGroupUp() {
 		}
 	}
 	pm.awaitGroup = false
+	pm.rt.status.resetting.Store(false)
 	d := time.Since(pm.resetStart)
 	pm.rt.metrics.resetSeconds.Observe(d.Seconds())
 	pm.rt.log.Info("runtime: shared-memory group is back", "generation", pm.segGen, "took", d)
@@ -221,6 +223,7 @@ func (pm *postmaster) checkGroupUp() {
 // shuts the runtime down.
 func (pm *postmaster) failGroup(cause *slot, err error) {
 	pm.groupFailed = true
+	pm.rt.status.groupGivenUp()
 	name := ""
 	if cause != nil {
 		name = cause.spec.Name

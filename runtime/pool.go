@@ -138,6 +138,7 @@ func (pm *postmaster) killIdle() {
 func (pm *postmaster) observePool() {
 	pm.rt.metrics.poolIdle.Set(float64(len(pm.pool)))
 	pm.rt.metrics.poolStarting.Set(float64(len(pm.poolStarting) + pm.poolSpawns))
+	pm.rt.status.pool(len(pm.pool), len(pm.poolStarting)+pm.poolSpawns)
 }
 
 // IdleChildren returns the pids of the warm pool's idle children: spawned,

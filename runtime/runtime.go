@@ -173,6 +173,7 @@ type Runtime struct {
 	hasShm     bool              // some worker can use shared memory
 	segment    atomic.Pointer[shmactor.Segment]
 	phase      atomic.Uint32                                                  // the postmaster's phase, for /readyz
+	status     statusCells                                                    // the rest of Status, published by the postmaster
 	acc        struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 } // traffic of reaped children
 }
 
