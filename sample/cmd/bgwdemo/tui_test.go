@@ -156,7 +156,8 @@ func TestLiveView(t *testing.T) {
 	rowAt := map[string]int{}
 	var frames []string
 	var exited screen
-	resized := false
+	resized, settled := false, false
+	var resizedBy time.Time
 	deadline := time.Now().Add(60 * time.Second)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -170,7 +171,19 @@ func TestLiveView(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the demo did not end:\n%s", text)
 		}
-		if sc.alternate && liveHeader.MatchString(sc.lines[0]) {
+		if !sc.alternate { // not yet, or no longer, on the live view
+			settled = false
+			<-tick.C
+			continue
+		}
+		// A frame is whole once its footer is on the last line: the first
+		// one may be read half-written, and after a resize the old frame
+		// stays until the demo has redrawn.
+		whole := liveHeader.MatchString(sc.lines[0]) && liveFooter.MatchString(sc.lines[len(sc.lines)-1])
+		if !settled && whole {
+			settled = true
+		}
+		if settled {
 			checkLive(t, sc, rowAt)
 			if len(frames) == 0 || frames[len(frames)-1] != text {
 				frames = append(frames, text)
@@ -179,9 +192,12 @@ func TestLiveView(t *testing.T) {
 			// view must follow.
 			if !resized && len(rowAt) == len(demoWorkers) && len(frames) >= 5 {
 				tm.run("resize-window", "-t", "demo", "-x", "72", "-y", "11")
-				resized = true
+				resized, settled = true, false
+				resizedBy = time.Now().Add(10 * time.Second)
 				clear(rowAt) // rows may move once the layout changes
 			}
+		} else if resized && time.Now().After(resizedBy) {
+			t.Fatalf("the view was not redrawn for the smaller terminal:\n%s", text)
 		}
 		<-tick.C
 	}
