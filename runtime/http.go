@@ -15,12 +15,14 @@ import (
 	"github.com/bgworker/bgworker/phases"
 )
 
-// httpServer serves /metrics, /workers, /healthz and /readyz. No pprof,
-// GET only, header and idle timeouts set.
+// httpServer serves the status page at /, /metrics, /workers, /status,
+// /events, /healthz and /readyz. No pprof, GET only, header and idle
+// timeouts set.
 type httpServer struct {
-	srv  *http.Server
-	ln   net.Listener
-	done chan struct{}
+	srv    *http.Server
+	ln     net.Listener
+	events *eventHub
+	done   chan struct{}
 }
 
 // Addr returns the address the HTTP endpoint listens on, or "" when there is
@@ -54,6 +56,13 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 		g = rt.metrics.gatherer
 	}
 	mux := http.NewServeMux()
+	events := newEventHub(rt, eventQueue)
+	mux.HandleFunc("GET /{$}", rt.serveStatusPage)
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(rt.Status())
+	})
+	mux.Handle("GET /events", events)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /workers", func(w http.ResponseWriter, r *http.Request) {
 		ws, err := rt.WorkersContext(r.Context())
@@ -97,7 +106,7 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	h := &httpServer{ln: ln, done: make(chan struct{}), srv: &http.Server{
+	h := &httpServer{ln: ln, events: events, done: make(chan struct{}), srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
@@ -114,6 +123,9 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 }
 
 func (h *httpServer) close() {
+	// Event streams never go idle by themselves: end them first, and wait
+	// for their handlers, which Shutdown and Close do not.
+	h.events.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = h.srv.Shutdown(ctx)

@@ -96,7 +96,9 @@ func (o *observer) protocolError() { o.m.protocolErrors.Inc() }
 func (o *observer) idleLost() { o.m.idleLost.Inc() }
 
 func (o *observer) pool(pm *postmaster) {
-	o.m.pool(len(pm.pool.idle), len(pm.pool.starting)+pm.pool.spawns)
+	idle, starting := len(pm.pool.idle), len(pm.pool.starting)+pm.pool.spawns
+	o.m.pool(idle, starting)
+	o.rt.status.pool(idle, starting)
 }
 
 func (o *observer) phaseEntered(pm *postmaster, p phases.Phase, reset bool) {
@@ -115,16 +117,23 @@ func (o *observer) segmentBuilt(seg *shmactor.Segment, reset bool) {
 
 func (o *observer) resetBegan(cause string, gen uint64) {
 	o.m.resets.Inc()
+	o.rt.status.resetBegun()
 	o.rt.log.Warn("runtime: shared-memory worker crashed; resetting the shared-memory group", "worker", cause, "generation", gen)
 	o.rt.publish(GroupResetEvent{Cause: cause, Generation: gen, At: o.clock.Now()})
 }
 
+// resetEnded: the reset under way ended without the group coming back
+// (a shutdown began).
+func (o *observer) resetEnded() { o.rt.status.resetting.Store(false) }
+
 func (o *observer) resetDone(gen uint64, took time.Duration) {
+	o.rt.status.resetting.Store(false)
 	o.m.resetSeconds.Observe(took.Seconds())
 	o.rt.log.Info("runtime: shared-memory group is back", "generation", gen, "took", took)
 }
 
 func (o *observer) groupFailed(cause string, gen uint64, err error) {
+	o.rt.status.groupGivenUp()
 	o.rt.log.Error("runtime: shared-memory group failed", "err", err, "worker", cause)
 	o.rt.publish(GroupResetEvent{Cause: cause, Generation: gen, Failed: true, At: o.clock.Now()})
 }

@@ -67,7 +67,8 @@ type Runtime struct {
 	subs        atomic.Int64
 	lock        *os.File      // Config.LockFile, held until release
 	notifyStop  func()        // ends the systemd notify hooks
-	phase       atomic.Uint32 // the postmaster's phase, for /readyz
+	phase       atomic.Uint32 // the postmaster's phase, for /readyz and Status
+	status      statusCells   // the rest of Status, published by the postmaster
 }
 
 func init() {

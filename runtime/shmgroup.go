@@ -44,8 +44,7 @@ type shmGroup struct {
 	backoff    *actors.Backoff // counts resets against GroupResetIntensity
 	failed     bool            // given up: resets came too often
 
-	cur    atomic.Pointer[shmactor.Segment] // seg, for Runtime.Segment
-	resets atomic.Uint64                    // resets begun
+	cur atomic.Pointer[shmactor.Segment] // seg, for Runtime.Segment and Status
 }
 
 // collectRegions gathers the regions that size the segment: those of the
@@ -166,7 +165,6 @@ func (pm *postmaster) beginReset(crashed *slot) bool {
 	}
 	g.resetting = true
 	g.resetStart = now
-	g.resets.Add(1)
 	pm.obs.resetBegan(crashed.spec.Name, g.gen)
 	for _, s := range pm.slots {
 		if s != crashed && s.spec.SharedMemory {
@@ -192,11 +190,13 @@ func (pm *postmaster) maybeFinishReset() {
 	}
 	if pm.shutdown != 0 {
 		g.resetting = false
+		pm.obs.resetEnded()
 		return
 	}
 	if err := pm.buildSegment(true); err != nil {
 		pm.rt.log.Error("runtime: could not rebuild shared memory", "err", err)
 		g.resetting = false
+		pm.obs.resetEnded()
 		pm.failGroup(nil, err)
 		return
 	}

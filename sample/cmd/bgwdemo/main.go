@@ -7,7 +7,7 @@
 //
 // Usage:
 //
-//	bgwdemo [-http 127.0.0.1:9464] [-duration 0] [-crash 2s] [-dynamic 1] [-smart-wait 5s]
+//	bgwdemo [-http 127.0.0.1:9464] [-duration 0] [-crash 2s] [-dynamic 1] [-smart-wait 5s] [-v]
 //
 // Signals: SIGINT (Ctrl-C) shuts down fast (SIGTERM to every worker, kill
 // after its grace period); SIGTERM shuts down smart (wait for the workers
@@ -19,8 +19,13 @@
 // restarts within a minute (the default restart intensity) it is failed,
 // and /readyz answers 503 from then on.
 //
-// The status table goes to stdout, logs to stderr. The first line on
-// stdout is "http: http://ADDR" (or "http: off").
+// On a terminal, the demo redraws one status screen in place (see
+// tui.go), writes its logs to a file whose path it prints, and shows them
+// on the screen too with -v; it ends with the final table. Otherwise (a
+// pipe, a file, CI) the status table goes to stdout whenever a worker
+// changes, logs to stderr, and the first line on stdout is
+// "http: http://ADDR" (or "http: off"). The status page is at / on the
+// HTTP endpoint.
 package main
 
 import (
@@ -35,8 +40,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/bgworker/bgworker/actors"
 	"github.com/bgworker/bgworker/phases"
@@ -59,6 +62,7 @@ type options struct {
 	shmCrash  time.Duration
 	dynamic   int
 	smartWait time.Duration
+	verbose   bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -71,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.shmCrash, "shm-crash", 3*time.Second, "the shared-memory producer panics this long after its first start, causing one all-for-one reset (0 = never)")
 	fs.IntVar(&o.dynamic, "dynamic", 1, `dynamic "ticker" workers to start once recovery has finished`)
 	fs.DurationVar(&o.smartWait, "smart-wait", 5*time.Second, "how long a smart shutdown (SIGTERM) waits before it turns fast")
+	fs.BoolVar(&o.verbose, "v", false, "on a terminal, show the log lines under the live table too (they always go to the log file)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -115,7 +120,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bgwdemo:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	b := newBoard(stdout, isTerminal(stdout))
+	v, err := newView(stdout, b, o.verbose)
+	if err != nil {
+		fmt.Fprintln(stderr, "bgwdemo:", err)
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(v.logs(stderr), &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	rt, err := runtime.New(runtime.Config{Workers: workers(o.crash, o.shmCrash), HTTPAddr: o.http, Logger: log})
 	if err != nil {
@@ -130,7 +141,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	b := newBoard(stdout, isTerminal(stdout))
 	b.footer = func() string {
 		p, c, ok := shmq.Counters(rt.Segment())
 		if !ok {
@@ -141,7 +151,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	unsubscribe := rt.Subscribe(b.event)
 	printerCtx, stopPrinter := context.WithCancel(context.Background())
 	printerDone := make(chan struct{})
-	go func() { defer close(printerDone); b.loop(printerCtx, 200*time.Millisecond) }()
+	go func() { defer close(printerDone); v.loop(printerCtx) }()
 
 	// The first stop request decides the shutdown mode and cancels runCtx.
 	intCtx, stopInt := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -182,11 +192,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		code = 1
 		cancelRun()
 	} else {
-		if a := rt.Addr(); a != "" {
-			fmt.Fprintf(stdout, "http: http://%s\n", a)
-		} else {
-			fmt.Fprintln(stdout, "http: off")
-		}
+		v.announce(rt.Addr())
 		if ws, err := rt.WorkersContext(runCtx); err == nil {
 			b.seed(ws)
 		}
@@ -235,7 +241,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	unsubscribe()
 	stopPrinter()
 	<-printerDone
-	b.printFinal(rt.Workers())
+	v.finish(rt.Workers())
 	return code
 }
 
@@ -352,13 +358,4 @@ func shutdown(rt *runtime.Runtime, mode phases.ShutdownMode, smartWait time.Dura
 			harden(s.String())
 		}
 	}
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

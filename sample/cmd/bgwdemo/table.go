@@ -21,7 +21,18 @@ type row struct {
 	restarts  int
 	last      *runtime.Exit
 	next      time.Time // a restart is scheduled then
+	started   time.Time // the current or last run started then; zero = never
 }
+
+// eventLine is one line of the live view's recent events.
+type eventLine struct {
+	at   time.Time
+	text string
+	bad  bool // a crash, a failure or a reset
+}
+
+// recentEvents bounds the events the live view keeps.
+const recentEvents = 64
 
 // board keeps the status table up to date from the runtime's events, so it
 // can be drawn even while the runtime is shutting down and its status
@@ -42,6 +53,7 @@ type board struct {
 	footer func() string
 	resets int    // all-for-one resets seen
 	gen    uint64 // current segment generation
+	recent []eventLine
 }
 
 func newBoard(out io.Writer, color bool) *board {
@@ -63,6 +75,7 @@ func (b *board) get(name string) *row {
 func (b *board) event(e runtime.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.note(e)
 	switch e := e.(type) {
 	case runtime.PhaseEvent:
 		b.phase = e.Phase
@@ -83,8 +96,11 @@ func (b *board) event(e runtime.Event) {
 		if !e.To.Alive() {
 			r.pid = 0
 		}
-		if e.To == runtime.Starting && e.Incarnation > 1 {
-			r.restarts++
+		if e.To == runtime.Starting {
+			r.started = e.At
+			if e.Incarnation > 1 {
+				r.restarts++
+			}
 		}
 		if e.Exit != nil {
 			x := *e.Exit
@@ -97,10 +113,72 @@ func (b *board) event(e runtime.Event) {
 	default:
 		return
 	}
+	b.markDirty()
+}
+
+func (b *board) markDirty() {
 	select {
 	case b.dirty <- struct{}{}:
 	default:
 	}
+}
+
+// note keeps a line for the live view's recent events (under b.mu).
+func (b *board) note(e runtime.Event) {
+	var l eventLine
+	switch e := e.(type) {
+	case runtime.WorkerEvent:
+		l = eventLine{at: e.At, text: e.Name + " " + e.From.String() + " → " + e.To.String(), bad: e.To == runtime.Crashed || e.To == runtime.Failed}
+		if e.Exit != nil {
+			l.text += " (" + e.Exit.Reason + ")"
+		}
+		if e.Backoff > 0 {
+			l.text += ", restart in " + round(e.Backoff)
+		}
+	case runtime.PhaseEvent:
+		l = eventLine{at: e.At, text: "phase " + e.Phase.String()}
+		if e.Reset {
+			l.text += " re-entered after the reset"
+		}
+	case runtime.SegmentEvent:
+		l = eventLine{at: e.At, text: fmt.Sprintf("shared memory generation %d built", e.Generation)}
+	case runtime.GroupResetEvent:
+		l = eventLine{at: e.At, text: "all-for-one reset: " + e.Cause + " crashed", bad: true}
+		if e.Failed {
+			l.text = "shared-memory group failed"
+		}
+	case runtime.ShutdownEvent:
+		l = eventLine{at: e.At, text: e.Mode.String() + " shutdown begun"}
+		if e.Done {
+			l.text = e.Mode.String() + " shutdown done"
+		}
+	default:
+		return
+	}
+	if len(b.recent) == recentEvents {
+		b.recent = append(b.recent[:0], b.recent[1:]...)
+	}
+	b.recent = append(b.recent, l)
+}
+
+// snapshot is the board as the live view draws it.
+type snapshot struct {
+	rows   []row
+	phase  phases.Phase
+	shut   phases.ShutdownMode
+	gen    uint64
+	resets int
+	recent []eventLine
+}
+
+func (b *board) snapshot() snapshot {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := snapshot{phase: b.phase, shut: b.shut, gen: b.gen, resets: b.resets, recent: append([]eventLine(nil), b.recent...)}
+	for _, n := range b.order {
+		s.rows = append(s.rows, *b.rows[n])
+	}
+	return s
 }
 
 // seed adds the workers that have had no event yet (those still waiting
@@ -114,14 +192,11 @@ func (b *board) seed(ws []runtime.WorkerInfo) {
 		}
 		*b.get(w.Name) = fromInfo(w)
 	}
-	select {
-	case b.dirty <- struct{}{}:
-	default:
-	}
+	b.markDirty()
 }
 
 func fromInfo(w runtime.WorkerInfo) row {
-	return row{name: w.Name, typ: w.Type, state: w.State, pid: w.PID, restarts: w.Restarts, last: w.LastExit, next: w.NextStart}
+	return row{name: w.Name, typ: w.Type, state: w.State, pid: w.PID, restarts: w.Restarts, last: w.LastExit, next: w.NextStart, started: w.StartedAt}
 }
 
 // loop redraws the table when it is dirty, at most once per every.
