@@ -109,6 +109,7 @@ func inherit(spec, def actors.Spec) (actors.Spec, error) {
 	spec.SharedMemory = spec.SharedMemory || def.SharedMemory
 	spec.Connect = spec.Connect || def.Connect
 	spec.Critical = spec.Critical || def.Critical
+	spec.NotifyReady = spec.NotifyReady || def.NotifyReady
 	if spec.SharedMemory {
 		spec.Regions = def.Regions
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/bgworker/bgworker/runtime/bridge"
 	"github.com/bgworker/bgworker/runtime/internal/launch"
-	"github.com/bgworker/bgworker/runtime/internal/proc"
 )
 
 // The server loop, after PostgreSQL's ServerLoop: each iteration starts at
@@ -134,12 +133,12 @@ func (pm *postmaster) queueSlot(s *slot) {
 // an idle child for the pool).
 func (pm *postmaster) launch(s *slot) {
 	pm.nextChild++
-	f := launchFor{s: s}
+	f, name := launchFor{s: s}, ""
 	if s != nil {
-		f.inc = s.inc
+		f.inc, name = s.inc, s.spec.Name
 	}
 	pm.launching[pm.nextChild] = f
-	pm.launcher.Launch(pm.nextChild)
+	pm.launcher.Launch(pm.nextChild, name)
 }
 
 // startSlot starts s's next incarnation: on an idle child from the pool if
@@ -267,7 +266,7 @@ func (pm *postmaster) ready(k *kid) {
 func (pm *postmaster) fault(k *kid, err error) {
 	s := k.slot
 	cause := ReasonProtocol
-	if errors.Is(err, proc.ErrSilent) {
+	if errors.Is(err, launch.ErrSilent) {
 		cause = ReasonHeartbeat
 	}
 	if errors.Is(err, bridge.ErrProtocol) {

@@ -13,6 +13,7 @@
 package launch
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"syscall"
@@ -27,8 +28,10 @@ import (
 // concurrent use.
 type Launcher interface {
 	// Launch starts a new child under id, asynchronously; the answer is a
-	// Reporter.Spawned call with the same id.
-	Launch(id uint64)
+	// Reporter.Spawned call with the same id. worker names the worker the
+	// child is for ("" = an idle child for the warm pool); the worker is
+	// still given to it with Child.Assign.
+	Launch(id uint64, worker string)
 	// Each calls fn with every child spawned and not yet reported exited.
 	Each(fn func(Child))
 	// Traffic returns the bridge counters summed over every child, live or
@@ -65,6 +68,10 @@ type Child interface {
 	// to the worker actor, and requests get their responses back.
 	Endpoint() actor.Process
 }
+
+// ErrSilent is the fault a launcher reports for a child that stopped
+// proving it is alive for longer than the heartbeat timeout.
+var ErrSilent = errors.New("launch: child silent past the heartbeat timeout")
 
 // Exit is how a child ended.
 type Exit struct {

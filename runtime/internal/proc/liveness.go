@@ -1,9 +1,9 @@
 package proc
 
 import (
-	"fmt"
-	"os"
 	"time"
+
+	"github.com/bgworker/bgworker/runtime/internal/launch"
 )
 
 // Liveness. A child proves it is alive by sending: any frame counts, and
@@ -19,9 +19,6 @@ import (
 // than due (the host was stopped with SIGSTOP or Ctrl-Z, held by a
 // debugger, or its VM paused), it counts every child's silence from the
 // moment it resumed.
-
-// ErrSilent is the fault of a child whose bridge stayed silent too long.
-var ErrSilent = fmt.Errorf("runtime: child's bridge silent past the heartbeat timeout: %w", os.ErrDeadlineExceeded)
 
 // watchLiveness runs until stop is closed.
 func (l *Launcher) watchLiveness(stop <-chan struct{}) {
@@ -64,5 +61,5 @@ func (p *proc) checkLiveness(now, since time.Time, timeout time.Duration) {
 		return // it spoke; the reader has not got to it yet
 	}
 	p.silent.Store(true)
-	p.l.env.Reporter.Fault(p, ErrSilent)
+	p.l.env.Reporter.Fault(p, launch.ErrSilent)
 }

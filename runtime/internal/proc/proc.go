@@ -62,7 +62,7 @@ func New(env launch.Env, cfg Config) *Launcher {
 }
 
 // Launch queues a spawn; the spawner answers with Reporter.Spawned.
-func (l *Launcher) Launch(id uint64) { l.reqs <- id }
+func (l *Launcher) Launch(id uint64, _ string) { l.reqs <- id }
 
 // Each calls fn with every live child.
 func (l *Launcher) Each(fn func(launch.Child)) {
