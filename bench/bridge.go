@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,8 +30,9 @@ import (
 // children the runtime starts; the roles are the naive baselines, started
 // by the suite itself. Both are this same binary re-executed.
 const (
-	bridgeEchoCode = "bench-echo" // answers []byte requests with the message; counts []byte tells
-	bridgeSinkCode = "bench-sink" // counts []byte tells only
+	bridgeEchoCode = "bench-echo"     // answers []byte requests with the message; counts []byte tells
+	bridgeSinkCode = "bench-sink"     // counts []byte tells only
+	bridgeActCode  = "bench-activity" // answers "activity N" with the ns one SetActivity costs, over N calls
 
 	bridgeColdRole  = "bridge-cold"  // actor system, one actor, one byte on fd 3 when it has started
 	bridgeEchoRole  = "bridge-echo"  // echoes 64-byte reads on fd 3 through the netpoller
@@ -65,6 +67,7 @@ func bridgeIDs() []string {
 		"bridge.request.inproc.p50",
 		"bridge.tell",
 		"bridge.tell.raw",
+		"bridge.activity",
 	}
 	for _, k := range bridgePeerKinds {
 		p := "peer.goplugin." + k.kind
@@ -79,6 +82,23 @@ func init() {
 	}})
 	actors.MustDefine(actors.Spec{Name: bridgeSinkCode, Props: func(actors.Worker) *actor.Props {
 		return bridgeCounter(false)
+	}})
+	actors.MustDefine(actors.Spec{Name: bridgeActCode, Props: func(w actors.Worker) *actor.Props {
+		return actor.PropsFromFunc(func(ctx actor.Context) {
+			if _, ok := ctx.Message().(*actors.Terminate); ok {
+				ctx.Stop(ctx.Self())
+				return
+			}
+			if m, ok := ctx.Message().(string); ok && strings.HasPrefix(m, "activity ") {
+				n, _ := strconv.Atoi(m[len("activity "):])
+				texts := [...]string{"copying batch 1", "copying batch 2"}
+				t0 := time.Now()
+				for i := range n {
+					w.SetActivity(texts[i&1])
+				}
+				ctx.Respond(strconv.FormatInt(int64(time.Since(t0))/int64(max(n, 1)), 10))
+			}
+		})
 	}})
 	RegisterRole(bridgeColdRole, bridgeColdChild)
 	RegisterRole(bridgeEchoRole, bridgeEchoChild)
@@ -250,6 +270,8 @@ type bridgeSuite struct {
 	inproc *actor.PID
 	// peers drives go-plugin; nil without -peers.
 	peers *peerDriver
+	// tellRate is the Tell rate measured by tellThroughput, msg/s.
+	tellRate float64
 	// msg is the 64-byte []byte message, boxed in an interface once, so
 	// that the caller's own conversion (an allocation per send) is not
 	// counted against the runtime.
@@ -356,6 +378,7 @@ func runBridge(ctx context.Context) (rs []Result, err error) {
 		{"first", s.firstMessage, n(30)},
 		{"request", s.roundTrip, n(20000)},
 		{"tell", s.tellThroughput, n(2_000_000)},
+		{"activity", s.activityCost, n(1_000_000)},
 	}
 	for _, st := range steps {
 		if st.label == "first" && s.peers == nil {
@@ -750,6 +773,7 @@ func (s *bridgeSuite) tellThroughput(ctx context.Context, n int) ([]Result, erro
 	slices.Sort(raws)
 	slices.Sort(inprocs)
 	rate, raw, in := rates[len(rates)/2], raws[len(raws)/2], inprocs[len(inprocs)/2]
+	s.tellRate = rate
 	return []Result{{
 		ID:            "bridge.tell",
 		Name:          fmt.Sprintf("Tell 64 B host→worker, median of %d (n=%d)", rounds, n),
@@ -766,6 +790,42 @@ func (s *bridgeSuite) tellThroughput(ctx context.Context, n int) ([]Result, erro
 		BaselineValue: raw,
 		Unit:          "msg/s",
 		Target:        []Cond{AtLeast(5e6)},
+	}}, nil
+}
+
+// activityCost measures, in a worker, what one SetActivity costs when it is
+// called per item, n times in a row, against what one 64-byte Tell costs
+// the host per item (the inverse of the Tell rate measured just before):
+// reporting progress per item must be far cheaper than sending a message
+// per item.
+func (s *bridgeSuite) activityCost(ctx context.Context, n int) ([]Result, error) {
+	h, err := s.startWorker(ctx, "bench-activity", bridgeActCode)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.root.RequestFuture(h.PID(), "activity "+strconv.Itoa(n), time.Minute).Result()
+	if serr := stopWorker(ctx, h); err == nil {
+		err = serr
+	}
+	if err != nil {
+		return nil, err
+	}
+	ns, err := strconv.ParseFloat(fmt.Sprint(v), 64)
+	if err != nil {
+		return nil, fmt.Errorf("activity: worker answered %v", v)
+	}
+	if s.tellRate <= 0 {
+		return nil, errors.New("activity: no Tell rate measured to compare with")
+	}
+	tellNS := 1e9 / s.tellRate
+	return []Result{{
+		ID:            "bridge.activity",
+		Name:          fmt.Sprintf("Worker.SetActivity per call, in the child (n=%d)", n),
+		Value:         ns,
+		Baseline:      "one 64 B Tell host→worker, per message (same run)",
+		BaselineValue: tellNS,
+		Unit:          "ns",
+		Target:        []Cond{RatioAtMost(0.5)},
 	}}, nil
 }
 

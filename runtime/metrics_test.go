@@ -373,3 +373,30 @@ func TestMetricsPromtool(t *testing.T) {
 	}
 	t.Logf("promtool check metrics: ok %s", bytes.TrimSpace(out))
 }
+
+// The counters of every registered worker exist at zero right after Start,
+// so that rate() and increase() work from the first scrape; a dynamic
+// worker's type gets them at its first start.
+func TestCountersExistFromStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := newHarness(t, Config{Registry: reg, Workers: []actors.Spec{{Name: "later", Type: "fault", Arg: []byte("run")}}})
+	_, got := gather(t, reg)
+	for _, k := range []string{
+		mkey("bgworker_worker_starts_total", "worker", "later"),
+		mkey("bgworker_worker_restarts_total", "worker", "later"),
+		mkey("bgworker_worker_crashes_total", "worker", "later", "reason", ReasonExit2),
+		mkey("bgworker_worker_crashes_total", "worker", "later", "reason", "signal:KILL"),
+	} {
+		if v, ok := got[k]; !ok || v != 0 {
+			t.Errorf("%s = %v (present %v) right after Start, want 0", k, v, ok)
+		}
+	}
+	if _, ok := got[mkey("bgworker_worker_starts_total", "worker", "fault")]; ok {
+		t.Error("a dynamic type's counters exist before any worker of it started")
+	}
+	h.start("dyn-1", "fault", "run", nil)
+	_, got = gather(t, reg)
+	if v, ok := got[mkey("bgworker_worker_crashes_total", "worker", "fault", "reason", ReasonHeartbeat)]; !ok || v != 0 {
+		t.Errorf("the dynamic type's crash counter = %v (present %v) after its first start, want 0", v, ok)
+	}
+}
