@@ -329,7 +329,7 @@ func repeat[T any](v T, n int) []T {
 
 // TestBackoffAllocsFlat checks that restart bookkeeping costs the same after
 // 100,000 failures as after one: Next allocates nothing and the ring does
-// not grow (RELIABILITY.md row 8).
+// not grow.
 func TestBackoffAllocsFlat(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -380,7 +380,7 @@ func TestBackoffAllocsFlat(t *testing.T) {
 }
 
 // TestBackoffCrashLoop drives a crash-looping worker on synctest's fake
-// clock (RELIABILITY.md row 8): a worker that crashes 10ms after every start
+// clock: a worker that crashes 10ms after every start
 // is restarted after Initial×2^(n-1) capped at Max, less up to Jitter, and is
 // failed with ErrIntensity on the restart that would be the 21st within a
 // minute. Every restart time is checked against both bounds.

@@ -39,8 +39,9 @@ type Spec struct {
 	// phases.RecoveryFinished.
 	StartAt phases.Phase
 
-	// SharedMemory gives the worker the shared segment (fd 4) and makes it
-	// a member of the all-for-one group: if it crashes, every
+	// SharedMemory gives the worker the shared segment (its memfd comes
+	// with the worker's assignment over the bridge, by SCM_RIGHTS; fd 4 is
+	// the lock file) and makes it a member of the all-for-one group: if it crashes, every
 	// shared-memory worker is stopped, the segment rebuilt and the group
 	// restarted. Not allowed at phases.PostmasterStart.
 	SharedMemory bool

@@ -24,9 +24,8 @@ func validSpec() Spec {
 	return Spec{Name: "worker-1", Run: runNop}
 }
 
-// TestValidateErrors covers every check of Spec.Validate (RELIABILITY.md
-// row 28): each bad spec fails with ErrInvalidSpec and a message that names
-// the problem.
+// TestValidateErrors covers every check of Spec.Validate: each bad spec fails
+// with ErrInvalidSpec and a message that names the problem.
 func TestValidateErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -204,7 +203,7 @@ func TestSpecDefaults(t *testing.T) {
 
 // TestRegistry is the only test that touches the package's registry, and
 // it does so in order, because the registry is global and closes for good
-// on Registered (RELIABILITY.md row 27). It starts from an empty registry so
+// on Registered. It starts from an empty registry so
 // that -count=N works.
 func TestRegistry(t *testing.T) {
 	registry.Lock()
@@ -297,7 +296,7 @@ func TestRegistry(t *testing.T) {
 	}
 }
 
-// FuzzWorkerSpec builds specs from arbitrary input (RELIABILITY.md row 28):
+// FuzzWorkerSpec builds specs from arbitrary input:
 // Validate must never panic, and a spec it accepts must satisfy the
 // invariants the runtime relies on.
 func FuzzWorkerSpec(f *testing.F) {

@@ -168,8 +168,8 @@
 //     the Running event) and timed to its next Running event, p50 of 30, on
 //     a runtime with the default warm pool and on one without. Each kill
 //     alternates with a cold start on a third runtime (no pool), the
-//     baseline. Target: ratio <= 1.2; FACTS.md's 9.2 ms for a protoactor
-//     child is printed in the label.
+//     baseline. Target: ratio <= 1.2; the 9.2 ms kill → respawn → ready of a
+//     protoactor child measured on an older machine is printed in the label.
 //
 // -n scales every count, the storm included (up to the memory cap), and
 // below 1 shortens the idle window (to at least a second). The whole suite
@@ -248,7 +248,7 @@
 // There is no PostgreSQL server where the bench runs, so its numbers are
 // quoted, not measured in the same run: PostgreSQL 15 with worker_spi,
 // measured on 2026-12-01 on the machine of that day's bench runs (2 vCPU
-// AMD EPYC KVM guest, Linux 6.18; FACTS.md). Dynamic launch, returning
+// AMD EPYC KVM guest, Linux 6.18). Dynamic launch, returning
 // once forked: 260 µs median (242–338); launch → the worker's first log
 // line: 1.0–1.3 ms; kill -9 of a worker → every worker back: 73.3 ms; fast
 // shutdown with 16 workers: 26.8 ms. Their rows name "PG 15 worker_spi,

@@ -4,7 +4,7 @@ package bench
 // bench runs, so these are quoted, not measured in the same run: PostgreSQL
 // 15 with the worker_spi module, measured on 2026-12-01 on the machine the
 // bench's own numbers of that day come from (2 vCPU AMD EPYC KVM guest,
-// Linux 6.18; /work/shared/FACTS.md). Rows that use one say so in their
+// Linux 6.18). Rows that use one say so in their
 // baseline's name.
 const (
 	// pgRef names the source in the rows' baseline names.

@@ -27,7 +27,7 @@ import (
 // context is cancelled (the postmaster asked it to stop), then exits 0.
 const pmBlockCode = "bench-pm-block"
 
-// pmProtoactorRestartMS is FACTS.md's kill → respawn → ready of a
+// pmProtoactorRestartMS is the kill → respawn → ready of a
 // protoactor child without backoff, measured on an older machine; printed
 // in a label only.
 const pmProtoactorRestartMS = 9.2

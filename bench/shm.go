@@ -235,10 +235,10 @@ func shmChildSegment() (*shmactor.Segment, []byte, error) {
 // shmQueueTrial and, between them if withCopy, copies size-byte blocks into
 // a ring-sized buffer for as long, and runs other (when not nil), which
 // returns a rate of its own. It returns the median rates in messages
-// (blocks) per second: the queue's, copy's and other's. A trial's clock runs from its first Send to the
-// return of its last; the ring holds well under a millisecond's worth of
-// messages, so what was sent is, to a fraction of a percent, what was
-// received.
+// (blocks) per second: the queue's, copy's and other's. A trial's clock runs
+// from its first Send to the return of its last; the ring holds well under a
+// millisecond's worth of messages, so what was sent is, to a fraction of a
+// percent, what was received.
 func shmQueueVersusCopy(ctx context.Context, size, trials int, withCopy bool, other func() (float64, error)) (queue, cp, oth float64, err error) {
 	seg, err := shmactor.Build(1, []shmactor.Region{
 		{Name: shmCtlRegion, Size: shmCtlSize},

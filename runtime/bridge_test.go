@@ -127,9 +127,9 @@ func TestWorkerWithoutConnectCannotReachHost(t *testing.T) {
 	}
 }
 
-// RELIABILITY row 4: SIGKILL from outside is a crash, reason signal:KILL,
+// SIGKILL from outside is a crash, reason signal:KILL,
 // and the worker restarts with a new pid.
-func TestRow04SigkillIsCrashAndRestarts(t *testing.T) {
+func TestSigkillIsCrashAndRestarts(t *testing.T) {
 	h := newHarness(t, Config{})
 	_, pid := h.start("k", "fault", "run", nil)
 	_, sib := h.start("sib", "fault", "run", nil)

@@ -122,10 +122,11 @@ type exitDecision struct {
 // after a member's crash the postmaster has already begun): failed with it,
 // held for the new generation when it was taken down by the group's
 // reset (its restart is not charged: it did not fail). A worker being
-// stopped otherwise is stopped. A clean exit 0 is done. Anything else is charged to the worker's restart policy: a crash
-// first passes through Crashed, then the worker is pending for its
-// backoff, or stays crashed (never restart) or is failed (intensity
-// exceeded); a critical worker lost for good escalates.
+// stopped otherwise is stopped. A clean exit 0 is done. Anything else is
+// charged to the worker's restart policy: a crash first passes through
+// Crashed, then the worker is pending for its backoff, or stays crashed (never
+// restart) or is failed (intensity exceeded); a critical worker lost for good
+// escalates.
 func decideExit(ex Exit, sit exitSituation, b *actors.Backoff, now time.Time, rnd float64) exitDecision {
 	if sit.shutdown || sit.stopReq {
 		return exitDecision{to: Stopped}

@@ -1,9 +1,9 @@
 // Package runtime is the postmaster: the root actor that starts every
 // worker in its own child process, at the start phase it asked for,
 // supervises it with its restart policy, and stops it at shutdown. It also
-// holds the process bridge (the host binary re-executed with a socket on
-// fd 3), the child's entry point, the dynamic-worker API and the HTTP
-// endpoint with the Prometheus metrics.
+// holds the child's entry point (Main), the dynamic-worker API and the HTTP
+// endpoint with the Prometheus metrics, the status page and the event
+// stream.
 //
 // The package is named runtime, like k8s.io/apimachinery/pkg/runtime;
 // import it with an alias where the standard runtime is also used.
@@ -24,17 +24,44 @@
 //
 // # The postmaster
 //
-// One protoactor actor owns the worker table, the phase and the shutdown
-// state; everything else (the spawner, the bridge readers, the reapers,
-// timers) reports to it by message, so it never blocks on a child. Each
-// server-loop iteration starts at most Config.StartsPerIteration pending
-// workers, then yields to its mailbox, so requests are served during a
-// start storm; while Config.MaxStarting children are starting it waits for
-// one of them instead of looping. [Runtime.Workers] does not ask the
-// postmaster at all: each worker's row is republished when it changes,
-// before the event that reports the change. Every state change is one [WorkerEvent] on
-// the event stream ([Runtime.Subscribe]), one log line and a metrics
-// update. See [WorkerState] for the state machine.
+// One protoactor actor owns the worker table, the phase, the warm pool, the
+// shared-memory group and the shutdown state; everything else reports to it
+// by message, so it never blocks on a child. It decides (what follows an
+// exit, the backoff, the intensity, an all-for-one reset, what to start in
+// this server-loop iteration) with pure functions of the worker's state,
+// the event and the clock, and it does through a launcher: the production
+// one spawns real processes; runtime/runtimetest runs the same postmaster
+// on workers in goroutines, in virtual time.
+//
+// Each server-loop iteration starts at most Config.StartsPerIteration
+// pending workers, then yields to its mailbox, so requests are served
+// during a start storm; while Config.MaxStarting children are starting it
+// waits for one of them instead of looping. [Runtime.Workers],
+// [Runtime.WorkerByPID], [Handle.Status] and [Runtime.Status] do not ask
+// the postmaster at all: each worker's row is republished when it changes,
+// before the event that reports the change. Every state change is one
+// [WorkerEvent] on the event stream ([Runtime.Subscribe], GET /events),
+// one log line and a metrics update. See [WorkerState] for the state
+// machine.
+//
+// # What PostgreSQL's API has, here
+//
+//   - WaitForBackgroundWorkerStartup: [Handle.WaitStarted]; when the worker
+//     dies before it is ready, the error is an [*ExitError] with the exit's
+//     reason, code, signal and the tail of its output.
+//   - GetBackgroundWorkerPid: [Handle.Status]; GetBackgroundWorkerTypeByPid:
+//     [Runtime.WorkerByPID].
+//   - bgw_notify_pid: [Runtime.StartWatched] attaches the watch in the call
+//     that starts the worker, so no transition is missed.
+//   - Readiness after setup (systemd's Type=notify): a spec with NotifyReady
+//     is starting until the worker calls Worker.Ready.
+//   - pgstat_report_activity: Worker.SetActivity, shown in the rows and in
+//     GET /workers as activity, cleared by every state change.
+//   - SIGHUP and ProcessConfigFile: [Runtime.Reload]; with HandleSignals,
+//     SIGHUP to the host. A worker never gets SIGHUP itself.
+//   - Process titles: a child's threads carry its worker's name (cut to 15
+//     bytes), so ps and top show it; an idle child is bgw-idle.
+//   - restart_after_crash = off: Config.NoRestartAfterCrash.
 //
 // # Children
 //
@@ -42,13 +69,21 @@
 // environment and one end of a close-on-exec socketpair on fd 3. It says
 // hello (magic, version, cookie), is welcomed, builds its actor system,
 // reports idle, is assigned its worker, and reports ready once the worker
-// actor has started. It is spawned from one goroutine locked to its OS
-// thread for the runtime's life, so its parent-death signal cannot fire
-// early (golang/go#27505); the child catches that signal, and EOF on the
-// bridge, by killing its own process group. Each child is in its own
-// process group, killed as a group, reaped exactly once through a pidfd,
-// and signalled only through os.Process. Its stdout and stderr are logged
-// line by line, each line capped.
+// actor has started (or, with NotifyReady, once the worker says so). It is
+// spawned from one goroutine locked to its OS thread for the runtime's
+// life, so its parent-death signal cannot fire early (golang/go#27505); the
+// child catches that signal, and EOF on the bridge, by killing its own
+// process group. Each child is in its own process group, killed as a
+// group, reaped exactly once through a pidfd, and signalled only through
+// os.Process. Its stdout and stderr are logged line by line, each line
+// capped, and the reader of a reaped child's output never waits on a pipe
+// that a descendant keeps open.
+//
+// Liveness is judged from what a child sends: any frame counts, and an
+// idle child heartbeats. One watchdog checks every child; a child silent
+// for Config.HeartbeatTimeout is killed, unless bytes from it wait unread
+// (the host fell behind) or the host itself was not running (stopped,
+// paused): silence is counted from the host's resume.
 //
 // # Messages
 //
@@ -57,12 +92,13 @@
 // worker whose spec has Connect reaches the host actors exposed with
 // [Runtime.Expose]. Delivery is at most once; a request in flight when a
 // worker dies fails with a dead letter at once, never a hang.
+// [Handle.Request] turns the answers that are errors (not running, a stale
+// handle, a failure on the far side) into errors.
 //
-// In the child, a message from the host is handled by the goroutine that
-// read it: the bridge reader runs the worker actor's mailbox at the end of
-// its batch of frames (a long batch is handled beside a new reader
-// instead), and goes on reading on a new goroutine as soon as the worker
-// sends a request of its own or holds it for more than a second (checked
-// at each heartbeat). Worker Props that set their own dispatcher or
-// mailbox keep them.
+// # Shared memory
+//
+// A generation of the segment is replaced by every all-for-one reset and
+// retired once the last child that held it is reaped: its memory is given
+// back while host code that still holds it reads zeros and never faults
+// ([Runtime.Segment]).
 package runtime

@@ -31,9 +31,9 @@ func (h *harness) expectExit(name string) *Exit {
 	return e.Exit
 }
 
-// Row 1: a Go panic exits 2 and is a crash; only that worker restarts,
+// A Go panic exits 2 and is a crash; only that worker restarts,
 // after its backoff.
-func TestRow01PanicIsCrash(t *testing.T) {
+func TestPanicIsCrash(t *testing.T) {
 	h := newHarness(t, Config{})
 	_, sib := h.startFault("sib", "run", nil)
 	sp := actors.Spec{Name: "p", Type: "fault", Arg: []byte("panic"), StartAt: phases.PostmasterStart,
@@ -58,9 +58,9 @@ func TestRow01PanicIsCrash(t *testing.T) {
 	}
 }
 
-// Row 2: os.Exit(0) is done: not restarted, not a crash. Row 3: exit 1
+// os.Exit(0) is done: not restarted, not a crash. Exit 1
 // restarts, not a crash, with or without the goodbye for a non-shm worker.
-func TestRow02Row03ExitCodes(t *testing.T) {
+func TestExitCodes(t *testing.T) {
 	h := newHarness(t, Config{})
 	for _, tc := range []struct {
 		name, action, reason string
@@ -104,8 +104,8 @@ func TestRow02Row03ExitCodes(t *testing.T) {
 	}
 }
 
-// Row 5: SIGSEGV is a crash whether seen as a signal or as exit 2.
-func TestRow05Segv(t *testing.T) {
+// SIGSEGV is a crash whether seen as a signal or as exit 2.
+func TestSegvIsCrash(t *testing.T) {
 	h := newHarness(t, Config{})
 	_, pid := h.startFault("segv", "run", func(s *actors.Spec) { s.Restart = actors.NeverRestart })
 	if err := syscall.Kill(pid, syscall.SIGSEGV); err != nil {
@@ -123,8 +123,8 @@ func TestRow05Segv(t *testing.T) {
 	}
 }
 
-// Row 6: a worker that ignores SIGTERM is killed after its grace period.
-func TestRow06IgnoresSigterm(t *testing.T) {
+// A worker that ignores SIGTERM is killed after its grace period.
+func TestIgnoredSigtermIsKilledAfterGrace(t *testing.T) {
 	h := newHarness(t, Config{})
 	hd, _ := h.startFault("stubborn", "ignore_term", func(s *actors.Spec) { s.StopTimeout = 300 * time.Millisecond })
 	begin := time.Now()
@@ -144,9 +144,9 @@ func TestRow06IgnoresSigterm(t *testing.T) {
 	}
 }
 
-// Row 7: a wedged child (alive, heartbeat stopped) is killed and restarted;
+// A wedged child (alive, heartbeat stopped) is killed and restarted;
 // status queries are answered meanwhile.
-func TestRow07Wedged(t *testing.T) {
+func TestWedgedChildIsKilled(t *testing.T) {
 	h := newHarness(t, Config{HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond})
 	h.startFault("wedged", "deadlock", nil)
 	begin := time.Now()
@@ -159,9 +159,9 @@ func TestRow07Wedged(t *testing.T) {
 	}
 }
 
-// Row 9: a child that never reports ready is killed at the start timeout and
+// A child that never reports ready is killed at the start timeout and
 // WaitStarted fails; Start never hangs.
-func TestRow09NeverReady(t *testing.T) {
+func TestNeverReadyIsKilledAtStartTimeout(t *testing.T) {
 	h := newHarness(t, Config{})
 	sp := actors.Spec{Name: "slow", Type: "fault", Arg: []byte("run"), StartAt: phases.PostmasterStart,
 		StartTimeout: time.Millisecond, Restart: actors.NeverRestart}
@@ -179,17 +179,17 @@ func TestRow09NeverReady(t *testing.T) {
 	}
 }
 
-// Rows 16–22: protocol violations kill the child and count; the postmaster
+// Protocol violations kill the child and count; the postmaster
 // never panics; output floods are harmless.
-func TestRows16to21ProtocolViolations(t *testing.T) {
+func TestProtocolViolationsKillTheChild(t *testing.T) {
 	h := newHarness(t, Config{HeartbeatInterval: 50 * time.Millisecond, HeartbeatTimeout: 400 * time.Millisecond})
 	for _, tc := range []struct{ action, reason string }{
-		{"garbage_frame", ReasonProtocol},    // row 16
-		{"bad_magic", ReasonProtocol},        // row 16: frame out of order
-		{"huge_len", ReasonProtocol},         // row 17
-		{"half_frame_exit", ReasonExitOther}, // row 18: classified from the wait status
-		{"half_frame_sleep", ""},             // row 19: stall → killed (EOF or heartbeat)
-		{"close_sock", ""},                   // row 21
+		{"garbage_frame", ReasonProtocol},
+		{"bad_magic", ReasonProtocol}, // frame out of order
+		{"huge_len", ReasonProtocol},
+		{"half_frame_exit", ReasonExitOther}, // classified from the wait status
+		{"half_frame_sleep", ""},             // stall → killed (EOF or heartbeat)
+		{"close_sock", ""},
 	} {
 		before := testCounter(t, h.rt.metrics.protocolErrors)
 		_, pid := h.startFault("v-"+tc.action, tc.action, func(s *actors.Spec) { s.Restart = actors.NeverRestart })
@@ -208,7 +208,7 @@ func TestRows16to21ProtocolViolations(t *testing.T) {
 				t.Errorf("%s: child %d still exists after its exit event", tc.action, pid)
 			}
 		}
-		// One exit event per run, not two (row 18).
+		// One exit event per run, not two.
 		n := 0
 		for _, e := range h.workerEvents("v-" + tc.action) {
 			if e.Exit != nil {
@@ -224,8 +224,8 @@ func TestRows16to21ProtocolViolations(t *testing.T) {
 	}
 }
 
-// Row 22: 10 MB of output without newlines does not block the child.
-func TestRow22OutputFlood(t *testing.T) {
+// 10 MB of output without newlines does not block the child.
+func TestOutputFloodDoesNotBlock(t *testing.T) {
 	h := newHarness(t, Config{})
 	hd, _ := h.startFault("spam", "spam_stdout", nil)
 	h.eventually("spam done line", func() bool { return h.logged("spam done") })
@@ -237,9 +237,9 @@ func TestRow22OutputFlood(t *testing.T) {
 	}
 }
 
-// Row 31: signalling after the reap never reaches a recycled pid; the
+// Signalling after the reap never reaches a recycled pid; the
 // worker's own children die with it (process group).
-func TestRow31NoSignalAfterReapAndGroupKill(t *testing.T) {
+func TestNoSignalAfterReap(t *testing.T) {
 	h := newHarness(t, Config{})
 	hd, pid := h.startFault("g", "grandchild", func(s *actors.Spec) { s.Restart = actors.NeverRestart })
 	syscall.Kill(pid, syscall.SIGKILL)

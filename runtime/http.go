@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bgworker/bgworker/phases"
@@ -49,12 +48,7 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtime: http: %w", err)
 	}
-	var g prometheus.Gatherer = prometheus.NewRegistry()
-	if rt.cfg.Registry != nil {
-		g = rt.cfg.Registry
-	} else {
-		g = rt.metrics.gatherer
-	}
+	g := rt.metrics.gatherer // Config.Registry, or the runtime's own
 	mux := http.NewServeMux()
 	events := newEventHub(rt, eventQueue)
 	mux.HandleFunc("GET /{$}", rt.serveStatusPage)

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // registers pprof on http.DefaultServeMux; the runtime's mux must not serve it
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,7 +52,7 @@ func tryHTTP(method, url string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-// Row 35: HTTPAddr "127.0.0.1:0" picks a port and Addr reports it; no
+// HTTPAddr "127.0.0.1:0" picks a port and Addr reports it; no
 // HTTPAddr means no endpoint.
 func TestHTTPLoopbackAddr(t *testing.T) {
 	h := newHarness(t, Config{HTTPAddr: "127.0.0.1:0"})
@@ -71,7 +73,7 @@ func TestHTTPNoAddr(t *testing.T) {
 	}
 }
 
-// Row 35: a non-loopback HTTPAddr is refused by Start with
+// A non-loopback HTTPAddr is refused by Start with
 // ErrInvalidConfig unless AllowPublicHTTP.
 func TestHTTPPublicAddrRefused(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -124,7 +126,7 @@ func TestHTTPAllowPublic(t *testing.T) {
 	}
 }
 
-// Row 35: no pprof on the mux (even with net/http/pprof linked in), GET
+// No pprof on the mux (even with net/http/pprof linked in), GET
 // only.
 func TestHTTPRoutes(t *testing.T) {
 	h := newHarness(t, Config{HTTPAddr: "127.0.0.1:0"})
@@ -159,7 +161,7 @@ func TestHTTPRoutes(t *testing.T) {
 	}
 }
 
-// Row 35: ReadHeaderTimeout is set. A slowloris client that keeps
+// ReadHeaderTimeout is set. A slowloris client that keeps
 // dribbling header lines is cut off by the server within the runtime's
 // ReadHeaderTimeout (5 s, not configurable) plus a margin.
 func TestHTTPSlowloris(t *testing.T) {
@@ -294,8 +296,8 @@ func TestHTTPWorkersJSON(t *testing.T) {
 	if le["reason"] != "signal:KILL" || le["signal"] != "KILL" || le["code"] != float64(-1) {
 		t.Errorf("k last_exit = %v, want reason signal:KILL, signal KILL, code -1", le)
 	}
-	if k["state"] != "crashed" || k["pid"] != float64(0) {
-		t.Errorf("k row: %v, want crashed with pid 0", k)
+	if k["state"] != "crashed" || k["pid"] != nil {
+		t.Errorf("k row: %v, want crashed with a null pid", k)
 	}
 }
 
@@ -381,7 +383,7 @@ func TestHTTPHealthzWedgedPostmaster(t *testing.T) {
 	}
 }
 
-// Row 35: scraping /metrics and /workers while a worker restarts over and
+// Scraping /metrics and /workers while a worker restarts over and
 // over passes -race; every scrape parses and its worker labels stay
 // bounded.
 func TestHTTPScrapeDuringRestarts(t *testing.T) {
@@ -489,4 +491,59 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// docKeys returns the backquoted names in the paragraph of path that
+// begins with "`GET /workers` returns".
+func docKeys(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, "`GET /workers` returns")
+	if i < 0 {
+		t.Fatalf("%s has no paragraph on GET /workers", path)
+	}
+	para := text[i:]
+	if j := strings.Index(para, "\n\n"); j >= 0 {
+		para = para[:j]
+	}
+	keys := map[string]bool{}
+	for _, m := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(para, -1) {
+		keys[m[1]] = true
+	}
+	return keys
+}
+
+// The keys of GET /workers, and of its exits, are the ones the README and
+// docs/metrics.md list, no more and no fewer.
+func TestWorkersKeysDocumented(t *testing.T) {
+	h := newHarness(t, Config{HTTPAddr: "127.0.0.1:0"})
+	_, pid := h.startFault("documented", "run", nil)
+	syscall.Kill(pid, syscall.SIGKILL)
+	h.waitState("documented", Crashed)
+	h.waitState("documented", Running)
+	served := map[string]bool{}
+	r := row(t, workersRows(t, "http://"+h.rt.Addr()), "documented")
+	for k := range r {
+		served[k] = true
+	}
+	for k := range r["last_exit"].(map[string]any) {
+		served[k] = true
+	}
+	for _, doc := range []string{"../README.md", "../docs/metrics.md"} {
+		documented := docKeys(t, doc)
+		for k := range served {
+			if !documented[k] {
+				t.Errorf("%s: /workers serves %q, which it does not list", doc, k)
+			}
+		}
+		for k := range documented {
+			if !served[k] {
+				t.Errorf("%s lists %q, which /workers does not serve", doc, k)
+			}
+		}
+	}
 }

@@ -34,7 +34,7 @@ import (
 	"github.com/bgworker/bgworker/runtime/internal/child"
 )
 
-// runID tags every child of this test binary (RELIABILITY I2): children
+// runID tags every child of this test binary: children
 // inherit RTTEST_RUN, and after each test no live process may carry it.
 var runID string
 
@@ -278,7 +278,7 @@ func runFault(ctx context.Context, w actors.Worker, action string) error {
 	return fmt.Errorf("unknown fault action %q", action)
 }
 
-// ---- the always-assert harness (RELIABILITY I1–I4) ----
+// ---- the always-assert harness ----
 
 type harness struct {
 	t      *testing.T
@@ -365,8 +365,8 @@ func (h *harness) finish() {
 	checkNoZombieNoOrphan(t)
 }
 
-// checkNoZombieNoOrphan scans /proc: no zombie child of ours (I1) and no
-// live process tagged with this run's id other than ourselves (I2).
+// checkNoZombieNoOrphan scans /proc: no zombie child of ours and no
+// live process tagged with this run's id other than ourselves.
 func checkNoZombieNoOrphan(t *testing.T) {
 	t.Helper()
 	self := os.Getpid()
@@ -499,7 +499,7 @@ func testCounter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 
 func (h *harness) logged(text string) bool { return strings.Contains(h.logs.String(), text) }
 
 // eventually polls cond until it holds or the deadline passes (the
-// require.Eventually of RELIABILITY I6).
+// require.Eventually).
 func (h *harness) eventually(what string, cond func() bool) {
 	h.t.Helper()
 	deadline := time.Now().Add(15 * time.Second * timeoutMult())

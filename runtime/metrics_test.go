@@ -78,7 +78,7 @@ func gather(t *testing.T, g prometheus.Gatherer) ([]*dto.MetricFamily, metricSet
 }
 
 // fromEvents derives what the metrics must say from the harness's event
-// log (RELIABILITY I5). static are the registered workers (label = name),
+// log. static are the registered workers (label = name),
 // dynamic the dynamic ones (label = type). A worker with no event is
 // registered.
 func (h *harness) fromEvents(static, dynamic []string) metricSet {
@@ -165,7 +165,7 @@ func diffMetrics(want, got metricSet) []string {
 	return out
 }
 
-// TestMetricsAgreeWithEvents (RELIABILITY I5): through crashes, restarts,
+// TestMetricsAgreeWithEvents: through crashes, restarts,
 // an exit 1, a done worker, a failed worker and a shutdown, the counters
 // and gauges match what the event log says happened; the exposition
 // passes promlint; worker labels come only from registered names and

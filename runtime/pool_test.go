@@ -119,10 +119,10 @@ func lockholderRole() int {
 	select {}
 }
 
-// Row 15: a second runtime refuses to start while a process of the first
+// A second runtime refuses to start while a process of the first
 // still holds the lock file, naming the lock and the pid; it starts once
 // that process is gone.
-func TestRow15LockFileInterlock(t *testing.T) {
+func TestLockFileInterlock(t *testing.T) {
 	dir := t.TempDir()
 	lock, pidfile := filepath.Join(dir, "bgworker.lock"), filepath.Join(dir, "escaped.pid")
 	t.Cleanup(func() {

@@ -47,10 +47,10 @@ func postmasterRole() int {
 	select {}
 }
 
-// Row 13: SIGKILL of the postmaster ends every worker within 2 s: EOF on the
+// SIGKILL of the postmaster ends every worker within 2 s: EOF on the
 // bridge (authoritative) and Pdeathsig (backstop); a worker ignoring SIGTERM
 // and a worker's own child die too.
-func TestRow13PostmasterSigkill(t *testing.T) {
+func TestPostmasterSigkillEndsEveryChild(t *testing.T) {
 	cmd := roleCmd("postmaster")
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -28,17 +28,17 @@ import (
 	"github.com/bgworker/bgworker/shmactor"
 )
 
-// Worker code and subprocess roles of the postmaster tests (RELIABILITY rows
-// 8, 25–30, 36). The definitions come first: the role dispatch at the end of
-// this init needs them (and main_test.go's "fault", whose init runs earlier).
+// Worker code and subprocess roles of the postmaster tests. The definitions
+// come first: the role dispatch at the end of this init needs them (and
+// main_test.go's "fault", whose init runs earlier).
 func init() {
-	// pmt_crashy panics at once: a crash loop (row 8). A type of its own, so
+	// pmt_crashy panics at once: a crash loop. A type of its own, so
 	// its metrics are its own.
 	actors.MustDefine(actors.Spec{Name: "pmt_crashy", Run: func(context.Context, actors.Worker) error {
 		panic("pmt: crash loop")
 	}})
 	// pmt_panic_on_term is an actor that panics when it receives
-	// actors.Terminate (row 29).
+	// actors.Terminate.
 	actors.MustDefine(actors.Spec{Name: "pmt_panic_on_term", Props: func(actors.Worker) *actor.Props {
 		return actor.PropsFromFunc(func(ctx actor.Context) {
 			if _, ok := ctx.Message().(*actors.Terminate); ok {
@@ -46,13 +46,13 @@ func init() {
 			}
 		})
 	}})
-	// pmt_panic_on_stop is a loop that panics once asked to stop (row 29).
+	// pmt_panic_on_stop is a loop that panics once asked to stop.
 	actors.MustDefine(actors.Spec{Name: "pmt_panic_on_stop", Run: func(ctx context.Context, _ actors.Worker) error {
 		<-ctx.Done()
 		panic("pmt: panic on stop")
 	}})
 	// pmt_panic_before_reply answers Ping requests with N+1, but panics on
-	// Ping{Text: "crash"} before replying (row 36).
+	// Ping{Text: "crash"} before replying.
 	actors.MustDefine(actors.Spec{Name: "pmt_panic_before_reply", Props: func(actors.Worker) *actor.Props {
 		return actor.PropsFromFunc(func(ctx actor.Context) {
 			if _, ok := ctx.Message().(*actors.Terminate); ok {
@@ -67,7 +67,7 @@ func init() {
 		})
 	}})
 	// pmt_acker writes records 1, 2, 3, ... to the host actor named by its
-	// Arg, one request at a time; a record is done once acknowledged (row 36).
+	// Arg, one request at a time; a record is done once acknowledged.
 	actors.MustDefine(actors.Spec{Name: "pmt_acker", Connect: true, Run: func(ctx context.Context, w actors.Worker) error {
 		inc := strconv.FormatUint(w.Incarnation(), 10)
 		tick := time.NewTicker(5 * time.Millisecond)
@@ -96,10 +96,10 @@ func init() {
 
 // ---- helpers (prefixed pmt: other test files share this package) ----
 
-// pmtLeakCheck checks that the test leaves no goroutine behind (I3). Call it
+// pmtLeakCheck checks that the test leaves no goroutine behind. Call it
 // before newHarness: cleanups run last-in first-out, so this runs after the
 // harness has shut the runtime down. It first lets the garbage of earlier
-// tests go, so that the harness's descriptor baseline (I4) holds only what
+// tests go, so that the harness's descriptor baseline holds only what
 // is really open: an os.Process that was never released or waited for (as
 // os.FindProcess returns) keeps a pidfd open until a GC cleanup closes it,
 // which would otherwise happen during this test and look like a change.
@@ -364,13 +364,13 @@ func (s *pmtSub) tail() string {
 	return e
 }
 
-// ---- Row 8: crash loop ----
+// ---- crash loop ----
 
-// Row 8: a worker that crashes at once restarts after 50, 100 and 200 ms
+// A worker that crashes at once restarts after 50, 100 and 200 ms
 // (exponential, no jitter), then fails after its 4th crash (3 restarts
 // within the window); siblings are untouched; restart counts agree with the
-// events and the metrics (I5).
-func TestRow08CrashLoopBackoffThenFailed(t *testing.T) {
+// events and the metrics.
+func TestCrashLoopBacksOffThenFails(t *testing.T) {
 	pmtLeakCheck(t)
 	h := newHarness(t, Config{ChildEnv: pmtChildEnv()})
 	_, sib := h.startFault("loop-sib", "run", nil)
@@ -447,9 +447,9 @@ func TestRow08CrashLoopBackoffThenFailed(t *testing.T) {
 	}
 }
 
-// Row 8 (OTP hanging_restart_loop): Stop while a worker waits in pending
+// Stop while a worker waits in pending
 // for its restart cancels the restart; no resurrection follows.
-func TestRow08StopWhilePendingCancelsRestart(t *testing.T) {
+func TestStopWhilePendingCancelsRestart(t *testing.T) {
 	pmtLeakCheck(t)
 	h := newHarness(t, Config{ChildEnv: pmtChildEnv()})
 	const backoff = time.Second
@@ -500,10 +500,10 @@ func TestRow08StopWhilePendingCancelsRestart(t *testing.T) {
 	}
 }
 
-// Row 8: a critical worker lost for good (restart intensity exceeded, or
+// A critical worker lost for good (restart intensity exceeded, or
 // a crash under NeverRestart) shuts the runtime down: Done closes and Err
 // wraps ErrCriticalWorker; the other workers are stopped, not crashed.
-func TestRow08CriticalWorkerShutsDownRuntime(t *testing.T) {
+func TestCriticalWorkerShutsDownRuntime(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		restart   actors.Restart
@@ -547,7 +547,7 @@ func TestRow08CriticalWorkerShutsDownRuntime(t *testing.T) {
 	}
 }
 
-// ---- Row 25: fd exhaustion ----
+// ---- fd exhaustion ----
 
 // pmtFdLimitRole runs a postmaster whose RLIMIT_NOFILE leaves too few
 // descriptors for a spawn, lifts the limit after a few failed starts, and
@@ -694,11 +694,11 @@ func pmtFdLimitRole() int {
 	return 0
 }
 
-// Row 25: a postmaster out of descriptors fails spawns cleanly: each is a
+// A postmaster out of descriptors fails spawns cleanly: each is a
 // start failure (spawn_failed, the EMFILE error surfaced) with backoff, no
 // panic, no half-open descriptor; once the limit is lifted the worker
 // starts and the descriptor count returns to its baseline.
-func TestRow25FdExhaustion(t *testing.T) {
+func TestFdExhaustion(t *testing.T) {
 	s := pmtStartRole(t, "pmt_fdlimit")
 	lines := s.until("done")
 	rest, code := s.wait()
@@ -775,12 +775,12 @@ func TestRow25FdExhaustion(t *testing.T) {
 	checkNoZombieNoOrphan(t)
 }
 
-// ---- Row 26: MaxWorkers ----
+// ---- MaxWorkers ----
 
-// Row 26: past MaxWorkers, StartWorker fails with ErrTooManyWorkers and
+// Past MaxWorkers, StartWorker fails with ErrTooManyWorkers and
 // leaves no trace; the slot is reused once a worker ends. New refuses more
 // static workers than slots.
-func TestRow26MaxWorkers(t *testing.T) {
+func TestMaxWorkers(t *testing.T) {
 	pmtLeakCheck(t)
 	three := []actors.Spec{{Name: "s1", Type: "fault"}, {Name: "s2", Type: "fault"}, {Name: "s3", Type: "fault"}}
 	if rt, err := New(Config{MaxWorkers: 2, Workers: three}); !errors.Is(err, ErrTooManyWorkers) || rt != nil {
@@ -840,13 +840,13 @@ func TestRow26MaxWorkers(t *testing.T) {
 	}
 }
 
-// ---- Row 27: duplicate names ----
+// ---- duplicate names ----
 
-// Row 27: a second worker under a live name is refused with
+// A second worker under a live name is refused with
 // ErrDuplicateWorker and the original is untouched; once it has ended the
 // name is reused, and the old handle gets ErrStaleHandle. Static workers
 // listed twice fail New with ErrAlreadyRegistered.
-func TestRow27DuplicateName(t *testing.T) {
+func TestDuplicateName(t *testing.T) {
 	pmtLeakCheck(t)
 	twice := []actors.Spec{{Name: "twice", Type: "fault"}, {Name: "twice", Type: "fault"}}
 	if rt, err := New(Config{Workers: twice}); !errors.Is(err, actors.ErrAlreadyRegistered) || rt != nil {
@@ -972,11 +972,11 @@ func TestStaleHandleDoesNotReachNewWorker(t *testing.T) {
 	}
 }
 
-// ---- Row 28: invalid specs ----
+// ---- invalid specs ----
 
-// Row 28: invalid specs are refused at registration with the exact error
+// Invalid specs are refused at registration with the exact error
 // kind, and nothing is spawned: no event, no status row, no process.
-func TestRow28InvalidSpecs(t *testing.T) {
+func TestInvalidSpecs(t *testing.T) {
 	pmtLeakCheck(t)
 	// Static workers are validated by New.
 	for _, sp := range []actors.Spec{
@@ -1057,14 +1057,14 @@ func TestRow28InvalidSpecs(t *testing.T) {
 	h.startFault("valid", "run", nil)
 }
 
-// ---- Row 29: crash during shutdown ----
+// ---- crash during shutdown ----
 
-// Row 29: workers that crash during a fast shutdown (one panics on the
+// Workers that crash during a fast shutdown (one panics on the
 // terminate notice, one panics once its context ends, one is SIGKILLed
 // before its phase's turn to stop) are not restarted: restart counts are
 // frozen and no worker starts after the shutdown event; the shutdown still
 // ends within its bound.
-func TestRow29CrashDuringShutdown(t *testing.T) {
+func TestCrashDuringShutdown(t *testing.T) {
 	pmtLeakCheck(t)
 	h := newHarness(t, Config{ChildEnv: pmtChildEnv()})
 	if err := h.rt.Advance(ctx(t), phases.RecoveryFinished); err != nil {
@@ -1171,7 +1171,7 @@ func TestRow29CrashDuringShutdown(t *testing.T) {
 	}
 }
 
-// ---- Row 30: orderly stop by signal ----
+// ---- orderly stop by signal ----
 
 // pmtSignalsRole runs a postmaster that owns its signals, with two workers
 // per start phase, and prints the stop order once a signal has shut it
@@ -1248,13 +1248,13 @@ func pmtSignalsRole() int {
 	return 0
 }
 
-// Row 30 (the event log is the stop record): once the shutdown is done
+// Once the shutdown is done
 // (ShutdownEvent with Done), no later ShutdownEvent says one has begun. A
 // runtime that shut itself down (a critical worker here; a SIGTERM under
 // HandleSignals alike) can still get a harder request before its owner
 // releases it: a later SIGQUIT, which the signal handler turns into
 // rt.begin(Immediate), or Shutdown(Immediate) from the owner.
-func TestRow30NoShutdownEventAfterDone(t *testing.T) {
+func TestNoShutdownEventAfterDone(t *testing.T) {
 	pmtLeakCheck(t)
 	h := newHarness(t, Config{ChildEnv: pmtChildEnv()})
 	h.startFault("bystander", "run", nil)
@@ -1282,10 +1282,10 @@ func TestRow30NoShutdownEventAfterDone(t *testing.T) {
 	}
 }
 
-// Row 30: SIGINT (fast) or SIGTERM (smart) to a postmaster that owns its
+// SIGINT (fast) or SIGTERM (smart) to a postmaster that owns its
 // signals stops the workers in reverse phase order, and it exits 0 with no
 // worker left behind.
-func TestRow30OrderlyStopBySignal(t *testing.T) {
+func TestOrderlyStopBySignal(t *testing.T) {
 	for _, tc := range []struct {
 		sig  syscall.Signal
 		mode phases.ShutdownMode
@@ -1373,12 +1373,12 @@ func TestRow30OrderlyStopBySignal(t *testing.T) {
 	}
 }
 
-// ---- Row 36: requests in flight when a worker crashes ----
+// ---- requests in flight when a worker crashes ----
 
-// Row 36: a request in flight when the worker crashes fails fast with a
+// A request in flight when the worker crashes fails fast with a
 // dead letter, not a timeout; after the restart, requests reach the new
 // process.
-func TestRow36RequestInFlightWhenWorkerCrashes(t *testing.T) {
+func TestRequestInFlightWhenWorkerCrashes(t *testing.T) {
 	pmtLeakCheck(t)
 	h := newHarness(t, Config{ChildEnv: pmtChildEnv()})
 	hd, pid := h.start("pbr", "pmt_panic_before_reply", "", func(s *actors.Spec) {
@@ -1415,10 +1415,10 @@ func TestRow36RequestInFlightWhenWorkerCrashes(t *testing.T) {
 	}
 }
 
-// Row 36: data acknowledged by a host-side store before the worker is
+// Data acknowledged by a host-side store before the worker is
 // SIGKILLed is still there after the restart; each run's records arrive
 // once, in order, and the new run goes on writing.
-func TestRow36AckedDataSurvivesSigkill(t *testing.T) {
+func TestAckedDataSurvivesSigkill(t *testing.T) {
 	pmtLeakCheck(t)
 	h := newHarness(t, Config{ChildEnv: pmtChildEnv()})
 	var mu sync.Mutex

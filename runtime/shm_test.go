@@ -98,11 +98,11 @@ func region(t *testing.T, rt *Runtime) []byte {
 	return mem
 }
 
-// Row 11: a shared-memory worker crashes mid-write: every shm worker is
+// A shared-memory worker crashes mid-write: every shm worker is
 // stopped and reaped before a new segment generation is built, the dirty
 // data is gone, the initialiser ran again, every shm pid is new, and the
 // worker without shared memory keeps its pid.
-func TestRow11AllForOne(t *testing.T) {
+func TestAllForOne(t *testing.T) {
 	inits := regionInits.Load()
 	h := newHarness(t, Config{GroupStopTimeout: 500 * time.Millisecond})
 	if err := h.rt.Advance(ctx(t), phases.RecoveryFinished); err != nil {
@@ -167,9 +167,9 @@ func TestRow11AllForOne(t *testing.T) {
 	}
 }
 
-// Row 3 for shared memory: exit 1 with the goodbye restarts only that
+// Exit 1 with the goodbye restarts only that
 // worker; exit 1 without it is a crash and resets the group.
-func TestRow03ShmGoodbye(t *testing.T) {
+func TestShmExitWithoutGoodbyeIsCrash(t *testing.T) {
 	h := newHarness(t, Config{GroupStopTimeout: 500 * time.Millisecond})
 	if err := h.rt.Advance(ctx(t), phases.ConsistentState); err != nil {
 		t.Fatal(err)
@@ -203,9 +203,9 @@ func TestRow03ShmGoodbye(t *testing.T) {
 	})
 }
 
-// Row 10: a member that fails while the group restarts resets the group
+// A member that fails while the group restarts resets the group
 // again; the group never runs on a mix of generations.
-func TestRow10MemberFailsDuringReset(t *testing.T) {
+func TestMemberFailsDuringReset(t *testing.T) {
 	h := newHarness(t, Config{GroupStopTimeout: 500 * time.Millisecond})
 	if err := h.rt.Advance(ctx(t), phases.ConsistentState); err != nil {
 		t.Fatal(err)

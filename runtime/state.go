@@ -96,9 +96,9 @@ type Exit struct {
 	Code   int           `json:"code"`   // exit code; -1 when killed by a signal
 	Signal string        `json:"signal"` // signal name (KILL, SEGV) when killed by one; "" otherwise
 	At     time.Time     `json:"at"`
-	Uptime time.Duration `json:"uptime_ns"`        // from the assignment of its worker to its exit
-	Crash  bool          `json:"crash"`            // counted as a crash
-	Stderr string        `json:"stderr,omitempty"` // the last lines the worker wrote
+	Uptime time.Duration `json:"uptime_ns"` // from the assignment of its worker to its exit
+	Crash  bool          `json:"crash"`     // counted as a crash
+	Stderr string        `json:"stderr"`    // the last lines the worker wrote, for a crash or a non-zero code
 }
 
 // WorkerInfo is one row of the status table (PostgreSQL's pg_stat_activity
@@ -106,7 +106,7 @@ type Exit struct {
 type WorkerInfo struct {
 	Name         string       `json:"name"`
 	Type         string       `json:"type"`
-	PID          int          `json:"pid"` // zero = no process now
+	PID          int          `json:"pid"` // zero = no process now (null in JSON)
 	State        WorkerState  `json:"state"`
 	Phase        phases.Phase `json:"phase"` // the start phase
 	SharedMemory bool         `json:"shared_memory"`
@@ -121,15 +121,19 @@ type WorkerInfo struct {
 	Exits        []Exit       `json:"exits"`       // recent exits, oldest first
 }
 
-// MarshalJSON writes zero times as null.
+// MarshalJSON writes zero times, and a zero pid, as null.
 func (w WorkerInfo) MarshalJSON() ([]byte, error) {
 	type plain WorkerInfo
 	out := struct {
 		plain
+		PID        *int       `json:"pid"`
 		StartedAt  *time.Time `json:"started_at"`
-		NextStart  *time.Time `json:"next_start,omitempty"`
+		NextStart  *time.Time `json:"next_start"`
 		ActivityAt *time.Time `json:"activity_at"`
 	}{plain: plain(w)}
+	if w.PID != 0 {
+		out.PID = &w.PID
+	}
 	if !w.StartedAt.IsZero() {
 		out.StartedAt = &w.StartedAt
 	}

@@ -13,12 +13,12 @@ import (
 	"github.com/bgworker/bgworker/phases"
 )
 
-// Row 32: 200 dynamic workers registered at once. The postmaster starts
+// 200 dynamic workers registered at once. The postmaster starts
 // them one per server-loop iteration and stays responsive: every status
 // query made during the storm is answered, and answers come while the
 // workers are still starting. The latencies are logged, not asserted (the
 // p99 < 50 ms target belongs to the benchmarks).
-func TestRow32StormOf200Workers(t *testing.T) {
+func TestStormOf200Workers(t *testing.T) {
 	pmtLeakCheck(t)
 	const n = 200
 	h := newHarness(t, Config{ChildEnv: pmtChildEnv(), MaxWorkers: 256, HeartbeatInterval: 500 * time.Millisecond, HeartbeatTimeout: 30 * time.Second,
@@ -138,13 +138,13 @@ func TestRow32StormOf200Workers(t *testing.T) {
 	}
 }
 
-// Row 32 (PostgreSQL starts one worker per server-loop iteration): with
+// With
 // StartsPerIteration k, the postmaster starts k pending workers, then
 // yields to its mailbox. A status query queued while it starts the first
 // worker of a batch of 20 (from a subscriber, which runs on the
 // postmaster's mailbox run) is answered after exactly k starts, before the
 // rest; every worker is still started afterwards.
-func TestRow32StartsPerIteration(t *testing.T) {
+func TestStartsPerIteration(t *testing.T) {
 	for _, tc := range []struct {
 		k    int
 		pool bool

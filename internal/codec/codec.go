@@ -1,8 +1,9 @@
 // Package codec serialises the messages that cross the process bridge. A
 // message is carried as a type name and a payload. Protocol buffers are
 // found by their full name in the global protobuf registry; other Go types
-// must be registered (RegisterJSON, or a type implementing
-// encoding.BinaryMarshaler and BinaryUnmarshaler). []byte and string are
+// must be registered with Register (sent as JSON, or in binary form when the
+// type implements encoding.BinaryMarshaler and BinaryUnmarshaler). []byte
+// and string are
 // built in and take a copy-free fast path. Anything else is an error at the
 // sender, never a silent drop. A receiver that has the type name as bytes
 // (in a frame) decodes with DecodeBytes, or with a Decoder, which also

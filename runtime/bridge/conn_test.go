@@ -180,8 +180,8 @@ func emptyFrame(k Kind) func([]byte) []byte {
 
 // TestConnPassFile passes an os.Pipe read end with SCM_RIGHTS. With
 // acceptFDs the receiver gets it from TakeFile; without, the descriptor is
-// closed on arrival; accepted but never taken, Close closes it
-// (RELIABILITY.md I4: the fd count returns to its baseline).
+// closed on arrival; accepted but never taken, Close closes it (the fd
+// count returns to its baseline).
 func TestConnPassFile(t *testing.T) {
 	for _, mode := range []string{"accept", "refuse", "never taken"} {
 		t.Run(mode, func(t *testing.T) {
@@ -313,8 +313,7 @@ func TestConnLastReceivedAndBuffered(t *testing.T) {
 }
 
 // TestConnTruncatedFrame: a frame cut short by the peer closing gives
-// io.ErrUnexpectedEOF, after the whole frames before it were handled
-// (RELIABILITY.md row 18).
+// io.ErrUnexpectedEOF, after the whole frames before it were handled.
 func TestConnTruncatedFrame(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
@@ -354,8 +353,7 @@ func TestConnTruncatedFrame(t *testing.T) {
 }
 
 // TestConnOversizedLength: a length prefix above the reader's cap ends the
-// read loop with a protocol error, without allocating the announced size
-// (RELIABILITY.md rows 16-17).
+// read loop with a protocol error, without allocating the announced size.
 func TestConnOversizedLength(t *testing.T) {
 	for _, tt := range []struct {
 		name     string

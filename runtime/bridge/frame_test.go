@@ -291,7 +291,7 @@ func TestSplitFrameErrors(t *testing.T) {
 }
 
 // TestSplitFrameAllocs checks that SplitFrame never allocates on the hot
-// path, and that an oversized length prefix (RELIABILITY.md row 17) is
+// path, and that an oversized length prefix is
 // rejected without allocating anything in proportion to it.
 func TestSplitFrameAllocs(t *testing.T) {
 	valid := AppendHello(nil, Hello{Version: Version})
@@ -487,9 +487,9 @@ func checkFrame(t *testing.T, k Kind, body, frame []byte) {
 }
 
 // FuzzSplitFrame feeds arbitrary bytes through SplitFrame in a loop, the way
-// ReadLoop does, and every parser over each body (RELIABILITY.md rows
-// 16-17): nothing may panic, lengths stay within the buffer, errors wrap
-// ErrProtocol, and what parses re-encodes to the same bytes.
+// ReadLoop does, and every parser over each body: nothing may panic, lengths
+// stay within the buffer, errors wrap ErrProtocol, and what parses re-encodes
+// to the same bytes.
 func FuzzSplitFrame(f *testing.F) {
 	for _, fr := range allFrames() {
 		f.Add(fr)

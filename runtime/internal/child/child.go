@@ -517,7 +517,10 @@ func (w *worker) SetActivity(text string) {
 
 // reportActivity sends the latest activity at most every activityEvery:
 // calls in between only replace the text, so a worker may report per item.
+// Nothing is sent before Ready: the host clears a worker's activity when it
+// becomes running, so what was said before would be lost.
 func (w *worker) reportActivity() {
+	<-w.readySent
 	for range w.actKick {
 		if a := w.activity.Swap(nil); a != nil {
 			_ = w.c.conn.Send(func(b []byte) []byte { return bridge.AppendActivity(b, a.at.UnixNano(), a.text) })

@@ -6,7 +6,7 @@ package child
 // 2 vCPU VM with load average 15–70, p50s; timestamps written by Run
 // relative to StartWorker, and GODEBUG=inittrace=1):
 //
-//   - StartWorker → Run: 7.3–9.4 ms loaded (~4 ms idle, FACTS.md).
+//   - StartWorker → Run: 7.3–9.4 ms loaded (~4 ms idle).
 //     fork/exec, the Go runtime's start, page faults of the large binary
 //     and package inits: ~2.6 ms of init clock in all (loaded), the largest
 //     go.opentelemetry.io/otel/baggage, x/text bidirule, prometheus/procfs,

@@ -307,6 +307,9 @@ type worker struct {
 	ready    sync.Once
 	reloads  chan struct{}
 	deadline atomic.Pointer[time.Time]
+	actMu    sync.Mutex
+	isReady  bool      // Ready was reported
+	early    *activity // the last activity said before Ready
 }
 
 // run is the worker's life: it starts the code, waits for the first end
@@ -387,9 +390,19 @@ func (w *worker) started() {
 	}
 }
 
-// sendReady reports ready, once.
+// sendReady reports ready, once, then the activity said before it (the
+// host clears a worker's activity when it becomes running).
 func (w *worker) sendReady() {
-	w.ready.Do(func() { w.c.l.env.Reporter.Ready(w.c) })
+	w.ready.Do(func() {
+		w.c.l.env.Reporter.Ready(w.c)
+		w.actMu.Lock()
+		defer w.actMu.Unlock()
+		w.isReady = true
+		if w.early != nil {
+			w.c.l.env.Reporter.Activity(w.c, w.early.at, w.early.text)
+			w.early = nil
+		}
+	})
 }
 
 func (w *worker) terminate(deadline time.Time) {
@@ -433,7 +446,18 @@ func (w *worker) SetActivity(text string) {
 	if len(text) > bridge.MaxActivity {
 		text = text[:bridge.MaxActivity]
 	}
+	w.actMu.Lock()
+	defer w.actMu.Unlock()
+	if !w.isReady {
+		w.early = &activity{at: time.Now(), text: text}
+		return
+	}
 	w.c.l.env.Reporter.Activity(w.c, time.Now(), text)
+}
+
+type activity struct {
+	at   time.Time
+	text string
 }
 
 // exitNow is what Exit panics with: a process that exits goes no further,
