@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"math/rand/v2"
 	"slices"
 
 	"github.com/bgworker/bgworker/runtime/internal/launch"
@@ -62,7 +61,7 @@ func (pm *postmaster) afterExit(s *slot, ex Exit) {
 	if sit.shm && ex.Crash && !sit.shutdown && !sit.stopReq && ex.Reason != ReasonGroupReset {
 		sit.groupFailed = !pm.beginReset(s)
 	}
-	d := decideExit(ex, sit, s.backoff, ex.At, rand.Float64())
+	d := decideExit(ex, sit, s.backoff, ex.At, pm.rand())
 	ev := WorkerEvent{Exit: &ex}
 	if d.crashed {
 		pm.transition(s, Crashed, ev)

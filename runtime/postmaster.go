@@ -27,6 +27,7 @@ import (
 type postmaster struct {
 	rt       *Runtime
 	clock    launch.Clock
+	rand     func() float64  // the restart jitter's random numbers
 	launcher launch.Launcher // set by Start
 	obs      observer
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"slices"
@@ -72,16 +73,20 @@ type Runtime struct {
 }
 
 func init() {
-	launch.NewRuntime = func(cfg any, newLauncher func(launch.Env) launch.Launcher, clock launch.Clock) (any, error) {
-		return newRuntime(cfg.(Config), newLauncher, clock)
-	}
+	launch.NewRuntime = func(cfg any, opts launch.Options) (any, error) { return newRuntime(cfg.(Config), opts) }
 }
 
 // New validates cfg and the workers and returns a runtime that has not
 // started. It closes the worker registry (see actors.Registered).
-func New(cfg Config) (*Runtime, error) { return newRuntime(cfg, nil, launch.RealClock{}) }
+func New(cfg Config) (*Runtime, error) { return newRuntime(cfg, launch.Options{}) }
 
-func newRuntime(cfg Config, newLauncher func(launch.Env) launch.Launcher, clock launch.Clock) (*Runtime, error) {
+func newRuntime(cfg Config, opts launch.Options) (*Runtime, error) {
+	if opts.Clock == nil {
+		opts.Clock = launch.RealClock{}
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Float64
+	}
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -112,7 +117,7 @@ func newRuntime(cfg Config, newLauncher func(launch.Env) launch.Launcher, clock 
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{cfg: cfg, log: cfg.Logger, exe: "/proc/self/exe", newLauncher: newLauncher,
+	rt := &Runtime{cfg: cfg, log: cfg.Logger, exe: "/proc/self/exe", newLauncher: opts.NewLauncher,
 		stopped: make(chan struct{}), finished: make(chan struct{})}
 	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(levelFilter{h: cfg.Logger.Handler(), min: slog.LevelWarn})
@@ -126,7 +131,8 @@ func newRuntime(cfg Config, newLauncher func(launch.Env) launch.Launcher, clock 
 		reg = prometheus.NewRegistry()
 	}
 	rt.metrics = newMetrics(rt, reg)
-	rt.pm = newPostmaster(rt, specs, codes, clock)
+	rt.pm = newPostmaster(rt, specs, codes, opts.Clock)
+	rt.pm.rand = opts.Rand
 	rt.pm.group.regions, rt.pm.group.enabled = regions, hasShm
 	return rt, nil
 }

@@ -95,10 +95,10 @@ func newVirtual(t *testing.T, cfg Config) *vharness {
 		cfg.WarmPool = -1 // every start launches: spawn failures can be injected
 	}
 	v := &vharness{t: t}
-	rt, err := newRuntime(cfg, func(env launch.Env) launch.Launcher {
+	rt, err := newRuntime(cfg, launch.Options{NewLauncher: func(env launch.Env) launch.Launcher {
 		v.l = inmem.New(env)
 		return v.l
-	}, launch.RealClock{})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +116,9 @@ func newVirtual(t *testing.T, cfg Config) *vharness {
 		if err := rt.Shutdown(context.Background(), phases.Fast); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
+		// protoactor's dead-letter throttle waits one interval (100 ms)
+		// after a dead letter: the bubble must not end with it waiting.
+		time.Sleep(150 * time.Millisecond)
 	})
 	return v
 }

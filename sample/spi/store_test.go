@@ -2,11 +2,16 @@ package spi
 
 import (
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/bgworker/bgworker/actors"
 	"github.com/bgworker/bgworker/internal/codec"
+	"github.com/bgworker/bgworker/phases"
+	"github.com/bgworker/bgworker/runtime"
+	"github.com/bgworker/bgworker/runtime/runtimetest"
 )
 
 func TestStore(t *testing.T) {
@@ -53,4 +58,37 @@ func TestNaptime(t *testing.T) {
 			t.Errorf("naptime(%q) accepted", arg)
 		}
 	}
+}
+
+// The worker against the real store, on the test kit in virtual time: ten
+// naptimes fold ten rounds into the store, and once the store is gone the
+// worker fails its round and is restarted after its backoff.
+func TestWorkerFoldsIntoStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := runtimetest.New(t, runtime.Config{Workers: []actors.Spec{{Name: Name, Arg: []byte("1s")}}})
+		store := rt.System().Root.Spawn(NewStoreProps())
+		if err := rt.Expose(StoreName, store); err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Advance(t.Context(), phases.RecoveryFinished); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10*time.Second + time.Millisecond)
+		synctest.Wait()
+		r, err := rt.System().Root.RequestFuture(store, Total{}, time.Second).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := r, (Sum{Total: 10, Workers: 1, Folds: 10}); got != want {
+			t.Fatalf("after 10 naptimes the store has %#v, want %#v", got, want)
+		}
+		rt.Unexpose(StoreName)
+		if err := rt.WaitState(t.Context(), Name, runtime.Pending); err != nil {
+			t.Fatal(err)
+		}
+		if ex := rt.Exits(Name); len(ex) != 1 || ex[0].Reason != runtime.ReasonExit1 {
+			t.Fatalf("exits %+v, want one exit1 (a failed round)", ex)
+		}
+		rt.System().Root.Stop(store)
+	})
 }

@@ -46,7 +46,34 @@ type Config struct {
 	// checked at each heartbeat, so the move comes within LoanLimit plus
 	// one heartbeat interval. Zero = 1 s.
 	LoanLimit time.Duration
+	// Assigned, when set, is called with the worker's name when the child
+	// is given its worker, before the worker starts: an error fails the
+	// start (the child exits with ExitStartRefused). For the test kit.
+	Assigned func(name string) error
+	// Running, when set, is called once the worker has started, with the
+	// means to end or wedge the child as a fault would. For the test kit.
+	Running func(name string, f Faults)
 }
+
+// ExitStartRefused is the exit code of a child whose Config.Assigned
+// refused its worker.
+const ExitStartRefused = 3
+
+// Faults ends or wedges a running child as a fault would. Only the test
+// kit gets one (Config.Running).
+type Faults struct{ c *child }
+
+// Exit ends the child with code by the exit contract: a goodbye first for
+// 0 and 1.
+func (f Faults) Exit(code int) { f.c.finish(code) }
+
+// ExitWithoutGoodbye ends the child with code and no goodbye: for a
+// shared-memory worker, a death mid-write.
+func (f Faults) ExitWithoutGoodbye(code int) { os.Exit(code) }
+
+// Stall stops the bridge for good while the process lives on: no frame,
+// no heartbeat. It does not return.
+func (f Faults) Stall() { f.c.conn.Send(func(b []byte) []byte { select {} }) }
 
 // Cookie returns the handshake cookie from the environment, and whether
 // this process was started as a child at all.
@@ -226,6 +253,12 @@ func (c *child) read() {
 			}
 			stage = bridge.ChildAssigned
 			<-c.sysReady
+			if c.cfg.Assigned != nil {
+				if err := c.cfg.Assigned(a.Name); err != nil {
+					fmt.Fprintf(os.Stderr, "bgworker: start of %q refused: %v\n", a.Name, err)
+					os.Exit(ExitStartRefused)
+				}
+			}
 			if err := c.start(a); err != nil {
 				fmt.Fprintf(os.Stderr, "bgworker: %v\n", err)
 				c.finish(actors.ExitPanic)
@@ -403,6 +436,9 @@ func (c *child) start(a bridge.Assign) error {
 	}
 	w.self.Store(pid)
 	go w.reportActivity()
+	if c.cfg.Running != nil {
+		go c.cfg.Running(a.Name, Faults{c})
+	}
 	go func() {
 		<-c.term
 		cancel()

@@ -146,8 +146,20 @@ func (RealClock) Now() time.Time { return time.Now() }
 // AfterFunc is time.AfterFunc.
 func (RealClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
-// NewRuntime builds a runtime on a launcher of the caller's: set by package
-// runtime when it is initialised, for runtime/runtimetest, which runs
-// workers in goroutines. cfg is a runtime.Config and the result a
-// *runtime.Runtime; newLauncher is called once, by Start.
-var NewRuntime func(cfg any, newLauncher func(Env) Launcher, clock Clock) (any, error)
+// Options are what a runtime can be built with besides its Config, for
+// runtime/runtimetest.
+type Options struct {
+	// NewLauncher makes the launcher; called once, by Start. nil = real
+	// processes.
+	NewLauncher func(Env) Launcher
+	// Clock is the postmaster's time. nil = RealClock.
+	Clock Clock
+	// Rand draws the restart jitter's random numbers in [0, 1). nil =
+	// math/rand/v2.
+	Rand func() float64
+}
+
+// NewRuntime builds a runtime with opts: set by package runtime when it is
+// initialised, for runtime/runtimetest, which runs workers in goroutines.
+// cfg is a runtime.Config and the result a *runtime.Runtime.
+var NewRuntime func(cfg any, opts Options) (any, error)
