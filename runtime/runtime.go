@@ -153,6 +153,7 @@ type Runtime struct {
 	spawner *spawner
 	metrics *metrics
 	http    *httpServer
+	ext     hooks // hooks of packages built on the runtime (extension.go)
 
 	procs   sync.Map // proc id → *proc, while the process lives
 	routes  sync.Map // worker name → *route, while the worker is running
@@ -560,7 +561,7 @@ func (rt *Runtime) WorkersContext(ctx context.Context) ([]WorkerInfo, error) {
 	case state == 3:
 		return nil, ErrShutdown // never started, or its Start failed
 	}
-	return rt.pm.rows(), nil // running, or shutting down
+	return rt.decorated(rt.pm.rows()), nil // running, or shutting down
 }
 
 // pingPostmaster returns once the postmaster has handled a message sent

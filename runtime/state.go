@@ -114,6 +114,11 @@ type WorkerInfo struct {
 	NextStart    time.Time    `json:"next_start"` // zero = no restart scheduled
 	LastExit     *Exit        `json:"last_exit"`  // nil = never exited
 	Exits        []Exit       `json:"exits"`      // recent exits, oldest first
+	// Member is the cluster member that runs a cluster-scoped worker
+	// (set by runtime/cluster through DecorateWorkers); empty for a
+	// worker of this runtime alone. In a row with a Member, a zero PID
+	// is written as JSON null: the process is on another member, or none.
+	Member string `json:"member,omitempty"`
 }
 
 // MarshalJSON writes zero times as null.
@@ -123,7 +128,11 @@ func (w WorkerInfo) MarshalJSON() ([]byte, error) {
 		plain
 		StartedAt *time.Time `json:"started_at"`
 		NextStart *time.Time `json:"next_start,omitempty"`
+		PID       *int       `json:"pid"`
 	}{plain: plain(w)}
+	if w.PID != 0 || w.Member == "" {
+		out.PID = &w.PID
+	}
 	if !w.StartedAt.IsZero() {
 		out.StartedAt = &w.StartedAt
 	}
