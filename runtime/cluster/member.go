@@ -20,11 +20,11 @@ const memberActorName = "bgworker-cluster"
 
 // Messages of the member actor that stay in this process.
 type (
-	tick          struct{}
-	peerCheck     struct{ addr string }
-	topologyMsg   struct{ t *pcluster.ClusterTopology }
-	workerEvent   struct{ e runtime.WorkerEvent }
-	startedMsg    struct {
+	tick        struct{}
+	peerCheck   struct{ addr string }
+	topologyMsg struct{ t *pcluster.ClusterTopology }
+	workerEvent struct{ e runtime.WorkerEvent }
+	startedMsg  struct {
 		name  string
 		token uint64
 		h     *runtime.Handle
@@ -34,7 +34,7 @@ type (
 		name  string
 		token uint64
 	}
-	stopDue    struct {
+	stopDue struct {
 		name  string
 		token uint64
 	}
@@ -140,7 +140,7 @@ type memberActor struct {
 	// leaveDone is closed once a leave has stopped every worker here.
 	leaveDone chan struct{}
 	ctx       actor.Context
-	now     func() time.Time
+	now       func() time.Time
 }
 
 func newMemberActor(c *Cluster) *memberActor {
@@ -818,4 +818,3 @@ func (m *memberActor) sortedPeers() []string {
 	sort.Strings(out)
 	return out
 }
-

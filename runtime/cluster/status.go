@@ -43,7 +43,9 @@ type snapshot struct {
 
 // Members returns every member this one knows of (for static peers, every
 // configured peer), itself first.
-func (c *Cluster) Members() []MemberStatus { return append([]MemberStatus(nil), c.snap.Load().members...) }
+func (c *Cluster) Members() []MemberStatus {
+	return append([]MemberStatus(nil), c.snap.Load().members...)
+}
 
 // Placements returns where each cluster-scoped worker is held, in Config
 // order.
