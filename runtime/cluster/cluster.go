@@ -95,7 +95,7 @@ func New(rt *runtime.Runtime, cfg Config) (*Cluster, error) {
 	}
 	host, port, _ := splitHostPort(cfg.Bind)
 	c.csys = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(levelFilter{h: cfg.Logger.Handler(), min: slog.LevelError})
+		return slog.New(demote{h: cfg.Logger.Handler()})
 	}), actor.WithDeadLetterThrottleInterval(100*time.Millisecond))
 	provider := cfg.Provider
 	if provider == nil {
@@ -292,19 +292,17 @@ func (c *Cluster) Protoactor() *pcluster.Cluster { return c.pc }
 // Name returns this member's name.
 func (c *Cluster) Name() string { return c.cfg.Name }
 
-// levelFilter drops records below min; it quiets protoactor's logger.
-type levelFilter struct {
-	h   slog.Handler
-	min slog.Level
-}
+// demote logs protoactor's records at debug level: its remote reports a
+// lost connection to a member that died as an error, which here is the
+// ordinary course of a failover (the member's own lines say what happened).
+type demote struct{ h slog.Handler }
 
-func (l levelFilter) Enabled(ctx context.Context, lv slog.Level) bool {
-	return lv >= l.min && l.h.Enabled(ctx, lv)
+func (d demote) Enabled(ctx context.Context, _ slog.Level) bool {
+	return d.h.Enabled(ctx, slog.LevelDebug)
 }
-func (l levelFilter) Handle(ctx context.Context, r slog.Record) error { return l.h.Handle(ctx, r) }
-func (l levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
-	return levelFilter{h: l.h.WithAttrs(a), min: l.min}
+func (d demote) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = slog.LevelDebug
+	return d.h.Handle(ctx, r)
 }
-func (l levelFilter) WithGroup(n string) slog.Handler {
-	return levelFilter{h: l.h.WithGroup(n), min: l.min}
-}
+func (d demote) WithAttrs(a []slog.Attr) slog.Handler { return demote{h: d.h.WithAttrs(a)} }
+func (d demote) WithGroup(n string) slog.Handler      { return demote{h: d.h.WithGroup(n)} }
