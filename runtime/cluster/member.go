@@ -349,8 +349,8 @@ func (m *memberActor) alive(now time.Time, p *peer) {
 	if !p.up && m.static {
 		p.up, p.since = true, now
 		m.c.log.Info("cluster: member up", "member", p.info.GetName(), "address", p.addr, "id", p.info.GetId())
-		m.c.emit(MemberEvent{Member: p.info.GetName(), Address: p.addr, ID: p.info.GetId(), Up: true, At: now})
 		m.updateTopology(now)
+		m.c.emit(MemberEvent{Member: p.info.GetName(), Address: p.addr, ID: p.info.GetId(), Up: true, At: now})
 	}
 }
 
@@ -368,10 +368,10 @@ func (m *memberActor) down(now time.Time, p *peer, why string) {
 	}
 	p.up, p.since = false, now
 	m.c.log.Info("cluster: member down", "member", p.info.GetName(), "address", p.addr, "why", why)
-	m.c.emit(MemberEvent{Member: p.info.GetName(), Address: p.addr, ID: p.info.GetId(), Up: false, At: now})
 	if m.static {
 		m.updateTopology(now)
 	}
+	m.c.emit(MemberEvent{Member: p.info.GetName(), Address: p.addr, ID: p.info.GetId(), Up: false, At: now})
 }
 
 // updateTopology gives protoactor's member list the members up in this
@@ -530,7 +530,8 @@ func (m *memberActor) onAcquireReply(now time.Time, r *wire.AcquireReply) {
 // abandon gives up an acquire: the grants it got are handed back and it
 // is tried again later.
 func (m *memberActor) abandon(now time.Time, w *worker, why string) {
-	m.c.log.Debug("cluster: acquire given up", "worker", w.spec.Name, "token", w.token, "why", why)
+	m.c.log.Debug("cluster: acquire given up", "worker", w.spec.Name, "token", w.token, "why", why,
+		"granted", len(w.granted), "refused", w.refused, "asked", w.asked, "wait", w.wait, "known", w.known)
 	if w.stopT != nil {
 		w.stopT.Stop()
 	}
