@@ -431,6 +431,12 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("before the kill, tsingle answered from %s, want %s", r1[1], victim.name)
 	}
 	tok1, _ := strconv.ParseUint(r1[2], 10, 64)
+	for _, cmd := range []string{"pidreq tsingle", "syspidreq tsingle"} {
+		third.send(cmd)
+		if r := strings.Fields(third.expect("reply", 10*time.Second)); r[1] != victim.name || r[2] != r1[2] {
+			t.Errorf("%s before the kill answered %v, want %v", cmd, r, r1)
+		}
+	}
 
 	killed := time.Now()
 	victim.kill()
@@ -448,6 +454,17 @@ func TestClusterFailover(t *testing.T) {
 	r2 := strings.Fields(third.expect("reply", 10*time.Second))
 	if r2[1] != heir.name || r2[2] != strconv.FormatUint(tok2, 10) {
 		t.Errorf("after the failover, tsingle answered %v, want from %s with token %d", r2, heir.name, tok2)
+	}
+	for _, cmd := range []string{"pidreq tsingle", "syspidreq tsingle"} {
+		third.send(cmd)
+		if r := strings.Fields(third.expect("reply", 10*time.Second)); r[1] != heir.name || r[2] != r2[2] {
+			t.Errorf("%s after the failover answered %v, want %v", cmd, r, r2)
+		}
+	}
+	// The heir answers requests to its own worker too.
+	heir.send("req tsingle")
+	if r := strings.Fields(heir.expect("reply", 10*time.Second)); r[1] != heir.name {
+		t.Errorf("req on the heir answered %v", r)
 	}
 
 	for _, w := range testWorkers {
@@ -492,11 +509,118 @@ func TestClusterFailover(t *testing.T) {
 	}
 	// Nothing of the run is left: the killed member's children died with
 	// it, the others were stopped.
+	noneLeft(t, run)
+}
+
+// readyAfter waits for p to report worker ready under a token above min,
+// and returns the token and when.
+func readyAfter(t *testing.T, p *proc, worker string, min uint64) (uint64, time.Time) {
+	t.Helper()
+	for {
+		f := strings.Fields(p.expect("event ready "+worker+" ", 30*time.Second))
+		tok, _ := strconv.ParseUint(f[3], 10, 64)
+		at, _ := strconv.ParseInt(f[5], 10, 64)
+		if tok > min {
+			return tok, time.Unix(0, at)
+		}
+	}
+}
+
+// A member that leaves (its Shutdown, as on Ctrl-C) hands its workers on
+// at once, without waiting for the lease; a member that comes back at the
+// same address takes its workers back, the old holder stopping first. No
+// two instances at any moment, as before.
+func TestClusterLeaveAndRejoin(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	run := os.Getenv(envRun)
+	dir := t.TempDir()
+	addrs := freePorts(t, 3)
+	names := map[string]string{addrs[0]: "m1", addrs[1]: "m2", addrs[2]: "m3"}
+	sc := startScanner(run)
+	byAddr := map[string]*proc{}
+	var all []*proc
+	t.Cleanup(func() {
+		for _, p := range all {
+			select {
+			case <-p.done:
+			default:
+				p.kill()
+			}
+		}
+	})
+	start := func(a string) *proc {
+		p := startMember(t, dir, names[a], a, addrs)
+		all = append(all, p)
+		byAddr[a] = p
+		p.http = strings.Fields(p.expect("http ", 30*time.Second))[1]
+		p.expect("started", 10*time.Second)
+		return p
+	}
+	for _, a := range addrs {
+		start(a)
+	}
+	home := owner("tsingle", addrs)
+	var others []string
+	for _, a := range addrs {
+		if a != home {
+			others = append(others, a)
+		}
+	}
+	heir := byAddr[owner("tsingle", others)]
+	tok1, _ := readyAfter(t, byAddr[home], "tsingle", 0)
+
+	left := time.Now()
+	byAddr[home].quit()
+	tok2, at := readyAfter(t, heir, "tsingle", tok1)
+	t.Logf("leave: %s left → tsingle ready on %s after %v (token %d → %d)", names[home], heir.name, at.Sub(left), tok1, tok2)
+
+	back := start(home)
+	tok3, at3 := readyAfter(t, back, "tsingle", tok2)
+	t.Logf("rejoin: %s back → tsingle moved back, ready there at token %d", names[home], tok3)
+	// The heir reported its instance stopped (and released) before that.
+	var stoppedAt time.Time
+	heir.mu.Lock()
+	for _, l := range heir.log {
+		if f := strings.Fields(l); len(f) == 6 && f[0] == "event" && f[1] == "placed" && f[2] == "tsingle" && f[3] == strconv.FormatUint(tok2, 10) && f[4] == "false" {
+			n, _ := strconv.ParseInt(f[5], 10, 64)
+			stoppedAt = time.Unix(0, n)
+		}
+	}
+	heir.mu.Unlock()
+	if stoppedAt.IsZero() || !stoppedAt.Before(at3) {
+		t.Errorf("the heir's instance (token %d) stopped at %v, want before the return's ready at %v", tok2, stoppedAt, at3)
+	}
+
+	for _, a := range addrs {
+		byAddr[a].quit()
+	}
+	most, scans := sc.finish()
+	t.Logf("/proc: %d scans, most instances at once %v", scans, most)
+	for _, w := range testWorkers {
+		if most[w] > 1 {
+			t.Errorf("/proc showed %d processes running %s at once", most[w], w)
+		}
+	}
+	viol, _ := filepath.Glob(dir + "/violation-*")
+	for _, v := range viol {
+		b, _ := os.ReadFile(v)
+		t.Errorf("fencing violation %s: %s", filepath.Base(v), b)
+	}
+	noneLeft(t, run)
+}
+
+// noneLeft fails unless every process of the run other than this one is
+// gone within a few seconds (children of a SIGKILLed member die by EOF on
+// their bridge, and init reaps them).
+func noneLeft(t *testing.T, run string) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	end := time.Now().Add(5 * time.Second)
 	for left := tagged(run); len(left) > 0; left = tagged(run) {
 		if time.Now().After(end) {
 			t.Fatalf("processes of the run left after the test: %v", left)
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-tick.C
 	}
 }

@@ -189,6 +189,21 @@ func memberRole() int {
 		if f[0] == "quit" {
 			break
 		}
+		if (f[0] == "pidreq" || f[0] == "syspidreq") && len(f) == 2 {
+			// By PID from an actor system: the runtime's (whose futures have no
+			// remote address: the member relays) or the member's own.
+			sys := rt.System()
+			if f[0] == "syspidreq" {
+				sys = cl.System()
+			}
+			r, err := sys.Root.RequestFuture(cl.PID(f[1]), wrapperspb.String("who"), 10*time.Second).Result()
+			if s, ok := r.(*wrapperspb.StringValue); ok && err == nil {
+				say("reply %s", s.GetValue())
+			} else {
+				say("reqerr %v %T", err, r)
+			}
+			continue
+		}
 		if f[0] == "req" && len(f) == 2 {
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			r, err := cl.Request(rctx, f[1], wrapperspb.String("who"))
