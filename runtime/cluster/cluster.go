@@ -49,7 +49,7 @@ type Cluster struct {
 	metrics *metrics
 
 	mu    sync.Mutex
-	state int // 0 new, 1 started, 2 shut down
+	state int // 0 new, 1 started, 2 shut down, 3 its Start failed
 	subs  []*func(Event)
 
 	ctx    context.Context // cancelled by Shutdown once it gives up waiting; bounds the runtime calls
@@ -102,7 +102,9 @@ func New(rt *runtime.Runtime, cfg Config) (*Cluster, error) {
 		provider = &StaticPeers{}
 	}
 	kinds := append([]*pcluster.Kind{pcluster.NewKind(workerKind, actor.PropsFromFunc(func(actor.Context) {}))}, cfg.Kinds...)
-	pcfg := pcluster.Configure(cfg.ClusterName, provider, disthash.New(), remote.Configure(host, port),
+	// The advertised address is Bind as written, so that every member
+	// names every other exactly as Peers does.
+	pcfg := pcluster.Configure(cfg.ClusterName, provider, disthash.New(), remote.Configure(host, port, remote.WithAdvertisedHost(cfg.Bind)),
 		pcluster.WithKinds(kinds...), pcluster.WithRequestTimeout(cfg.RequestTimeout))
 	c.pc = pcluster.New(c.csys, pcfg)
 	c.metrics = newMetrics(rt.Registerer())
@@ -125,6 +127,9 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	c.state = 1
 	c.mu.Unlock()
 	if _, err := c.rt.WorkersContext(ctx); err != nil {
+		c.mu.Lock()
+		c.state = 0 // may be called again once the runtime runs
+		c.mu.Unlock()
 		return fmt.Errorf("cluster: start the runtime first: %w", err)
 	}
 	func() {
@@ -137,11 +142,13 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 		c.pc.StartMember()
 	}()
 	if err != nil {
+		c.failStart()
 		return err
 	}
 	m := newMemberActor(c)
 	pid, err := c.csys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return m }), memberActorName)
 	if err != nil {
+		c.failStart()
 		return fmt.Errorf("cluster: spawn the member actor: %w", err)
 	}
 	c.pid = pid
@@ -189,8 +196,9 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 	switch st {
 	case 0:
 		c.csys.Shutdown()
+		c.rt.DecorateWorkers(nil)
 		return nil
-	case 2:
+	case 2, 3:
 		return nil
 	}
 	var ctxErr error
@@ -210,6 +218,17 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 	c.pc.Shutdown(false) // not graceful: protoactor's graceful leave sleeps 2 s; the leases are released already
 	c.log.Info("cluster: member left")
 	return ctxErr
+}
+
+// failStart releases what a failed Start took; Shutdown has nothing left
+// to do. protoactor may have half-started its member, so only the actor
+// system is stopped (its remote may have no server to stop).
+func (c *Cluster) failStart() {
+	c.mu.Lock()
+	c.state = 3
+	c.mu.Unlock()
+	c.rt.DecorateWorkers(nil)
+	c.csys.Shutdown()
 }
 
 // goRuntime runs fn, which calls the runtime, on a goroutine of its own.

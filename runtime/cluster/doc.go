@@ -61,7 +61,9 @@
 // out. A worker that moves is stopped and reaped first, and its lease
 // released, so the new owner starts it at once. Tokens only grow, one per
 // placement: a restart of the worker under the same placement keeps its
-// token.
+// token. A worker that ends for good on its holder (it returned nil, or
+// exceeded its restart intensity) stays down while that placement lasts;
+// it starts again, fresh, where it is placed next.
 //
 // With Peers, a member is taken as down when no heartbeat or timely answer
 // has come from it for Config.Lease, which is also when its grants run

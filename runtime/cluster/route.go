@@ -153,7 +153,7 @@ func (c *Cluster) Request(ctx context.Context, name string, msg any) (any, error
 	switch st {
 	case 0:
 		return nil, ErrNotStarted
-	case 2:
+	case 2, 3:
 		return nil, ErrShutdown
 	}
 	if _, ok := ctx.Deadline(); !ok {
