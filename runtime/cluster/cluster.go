@@ -145,6 +145,12 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 		c.failStart()
 		return err
 	}
+	// protoactor's gossip is not used here (membership comes from the
+	// heartbeats, placement from the leases), and at this version it reads
+	// the member list and the block list without their locks while the
+	// provider updates them (data races under -race). Stop it before the
+	// first topology update.
+	c.pc.Gossip.Shutdown()
 	m := newMemberActor(c)
 	pid, err := c.csys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return m }), memberActorName)
 	if err != nil {

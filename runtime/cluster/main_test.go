@@ -153,7 +153,11 @@ func memberRole() int {
 	if err != nil {
 		return fail("runtime", err)
 	}
-	cl, err := cluster.New(rt, cluster.Config{Name: name, Bind: bind, Peers: peers, Interval: 50 * time.Millisecond, Logger: log})
+	// A lease well above any scheduling stall of a loaded CI machine: a
+	// member taken as down by mistake would move workers the test expects
+	// in place (safely, but the test would fail).
+	cl, err := cluster.New(rt, cluster.Config{Name: name, Bind: bind, Peers: peers, Interval: 100 * time.Millisecond,
+		Timeout: 300 * time.Millisecond, Lease: 1500 * time.Millisecond, Logger: log})
 	if err != nil {
 		return fail("cluster", err)
 	}

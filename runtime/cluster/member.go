@@ -101,7 +101,8 @@ type worker struct {
 	state   runtime.WorkerState
 	pid     int
 	// What the holder's heartbeats say, when another member holds it.
-	remote struct {
+	waiting map[string]*actor.PID // members refused an acquire while the grant was held: told when it is released
+	remote  struct {
 		holder memberRef
 		token  uint64
 		state  string
@@ -482,6 +483,9 @@ func (m *memberActor) retry(w *worker, d time.Duration) {
 	if d <= 0 {
 		d = m.c.cfg.Interval / 4
 	}
+	// A release may not reach this member (it was sent before the refusal
+	// here was recorded): ask again at least every two heartbeats.
+	d = min(d, 2*m.c.cfg.Interval)
 	w.retryT = m.after(d, retryMsg{name: w.spec.Name})
 }
 
@@ -727,6 +731,12 @@ func (m *memberActor) onAcquire(now time.Time, req *wire.Acquire, sender *actor.
 			return
 		}
 		reply.Current = m.grantOf(now, w)
+		if !reply.Granted && w.g.held(now) && sender != nil {
+			if w.waiting == nil {
+				w.waiting = map[string]*actor.PID{}
+			}
+			w.waiting[req.Holder.GetId()] = sender
+		}
 		if reply.Granted && w.ph == holding {
 			// Cannot happen: this member grants itself while it holds.
 			m.c.log.Error("cluster: granted a lease this member holds", "worker", req.Worker)
@@ -739,12 +749,26 @@ func (m *memberActor) onAcquire(now time.Time, req *wire.Acquire, sender *actor.
 	}
 }
 
+// onRelease frees a grant whose worker has been reaped, and tells the
+// members refused while it was held that they may ask again. A release
+// heard of from another grantor (already applied here, or not ours) only
+// ends the wait for a retry.
 func (m *memberActor) onRelease(now time.Time, r *wire.Release) {
-	if w := m.workers[r.Worker]; w != nil && w.g.release(r.HolderId, r.Token) {
-		if w.retryT != nil {
-			w.retryT.Stop()
-			w.retryT = nil
+	w := m.workers[r.Worker]
+	if w == nil {
+		return
+	}
+	if w.g.release(r.HolderId, r.Token) {
+		for id, pid := range w.waiting {
+			if id != m.self.id {
+				m.ctx.Send(pid, r)
+			}
 		}
+		w.waiting = nil
+	}
+	if w.ph == idle && w.retryT != nil {
+		w.retryT.Stop()
+		w.retryT = nil
 		m.reconcile(now)
 	}
 }

@@ -18,6 +18,10 @@ import (
 // protoactor's automanaged provider it binds nothing of its own: only the
 // member's remote listens, on Config.Bind.
 //
+// protoactor's remote waits 2 s before it retries a connection that was
+// refused, so members started one after another may see each other up to
+// about 2 s apart; placements begin once a quorum sees each other.
+//
 // As in every protoactor provider, a member that was taken as down is not
 // let back in under the same id (protoactor-go#1133): after a network cut
 // longer than the lease it stays apart, holding no worker, until its
