@@ -100,6 +100,7 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	rt.addRoutes(mux)
 	h := &httpServer{ln: ln, events: events, done: make(chan struct{}), srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -52,6 +52,7 @@ type Runtime struct {
 	newLauncher func(launch.Env) launch.Launcher // nil = real processes
 	metrics     *metrics
 	http        *httpServer
+	ext         hooks // hooks of packages built on the runtime (extension.go)
 
 	routes  sync.Map // worker name → *route, while the worker is running
 	exposed sync.Map // name → *actor.PID, host actors reachable from Connect workers
@@ -344,7 +345,7 @@ func (rt *Runtime) WorkersContext(ctx context.Context) ([]WorkerInfo, error) {
 	case state == stateDone:
 		return nil, ErrShutdown // never started, or its Start failed
 	}
-	return rt.pm.rows(), nil // running, or shutting down
+	return rt.decorated(rt.pm.rows()), nil // running, or shutting down
 }
 
 // WorkerByPID returns the row of the worker whose child has pid, if one

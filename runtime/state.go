@@ -119,6 +119,10 @@ type WorkerInfo struct {
 	ActivityAt   time.Time    `json:"activity_at"` // when it said so; zero with no activity
 	LastExit     *Exit        `json:"last_exit"`   // nil = never exited
 	Exits        []Exit       `json:"exits"`       // recent exits, oldest first
+	// Member is the cluster member that runs a cluster-scoped worker
+	// (set by runtime/cluster through DecorateWorkers); empty for a
+	// worker of this runtime alone.
+	Member string `json:"member,omitempty"`
 }
 
 // MarshalJSON writes zero times, and a zero pid, as null.

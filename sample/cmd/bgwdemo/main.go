@@ -8,6 +8,10 @@
 // Usage:
 //
 //	bgwdemo [-http 127.0.0.1:9464] [-duration 0] [-crash 2s] [-dynamic 1] [-smart-wait 5s] [-v]
+//	        [-member NAME -bind HOST:PORT -peers HOST:PORT,...]
+//
+// With -peers the demo is one member of a cluster (see cluster.go) and
+// runs the cluster-scoped worker cluster_singleton on one member at a time.
 //
 // Signals: SIGINT (Ctrl-C) shuts down fast (SIGTERM to every worker, kill
 // after its grace period); SIGTERM shuts down smart (wait for the workers
@@ -63,6 +67,7 @@ type options struct {
 	dynamic   int
 	smartWait time.Duration
 	verbose   bool
+	cluster   *clusterFlags // cluster.go
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -76,7 +81,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.dynamic, "dynamic", 1, `dynamic "ticker" workers to start once recovery has finished`)
 	fs.DurationVar(&o.smartWait, "smart-wait", 5*time.Second, "how long a smart shutdown (SIGTERM) waits before it turns fast")
 	fs.BoolVar(&o.verbose, "v", false, "on a terminal, show the log lines under the live table too (they always go to the log file)")
+	o.cluster = addClusterFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if err := o.cluster.validate(); err != nil {
 		return o, err
 	}
 	switch {
@@ -131,6 +140,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rt, err := runtime.New(runtime.Config{Workers: workers(o.crash, o.shmCrash), HTTPAddr: o.http, Logger: log})
 	if err != nil {
 		log.Error("bgwdemo: new runtime", "err", err)
+		return 1
+	}
+	cl, err := newCluster(o.cluster, rt, log)
+	if err != nil {
+		log.Error("bgwdemo: cluster", "err", err)
+		_ = rt.Shutdown(context.Background(), phases.Fast)
 		return 1
 	}
 	// The store must be exposed before the connected worker can start.
@@ -202,6 +217,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 				code = 1
 				cancelRun()
 			}
+		} else if err := startCluster(runCtx, cl, log); err != nil {
+			log.Error("bgwdemo: cluster", "err", err)
+			code = 1
+			cancelRun()
 		} else {
 			d := &dynamic{rt: rt, log: log, ctx: runCtx, wg: &wg}
 			for range o.dynamic {
@@ -230,6 +249,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case m = <-mode:
 	default: // a start or recovery error
 	}
+	stopCluster(cl, log)
 	if err := shutdown(rt, m, o.smartWait, log); err != nil {
 		log.Error("bgwdemo: shutdown", "err", err)
 		code = 1

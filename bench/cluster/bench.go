@@ -1,0 +1,414 @@
+package clusterbench
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+)
+
+// Result is one line of the comparison table: a measurement and the
+// baseline measured beside it in the same run.
+type Result struct {
+	Name          string
+	Value         float64
+	Baseline      string
+	BaselineValue float64
+	Unit          string
+	Target        string
+	Met           *bool // nil = no target
+}
+
+// Print writes results in the table format of bench/cmd/bgwbench.
+func Print(w io.Writer, rs []Result) {
+	for _, r := range rs {
+		met := ""
+		if r.Met != nil {
+			met = "MISSED"
+			if *r.Met {
+				met = "met"
+			}
+		}
+		ratio := ""
+		if r.BaselineValue != 0 {
+			ratio = fmt.Sprintf("%.2fx", r.Value/r.BaselineValue)
+		}
+		fmt.Fprintf(w, "%-10s %-44s %12.4g %-6s | %-34s %12.4g | %8s | %-22s %s\n",
+			"cluster", r.Name, r.Value, r.Unit, r.Baseline, r.BaselineValue, ratio, r.Target, met)
+	}
+}
+
+// member is one member process of the benchmark.
+type member struct {
+	name, addr string
+	cmd        *exec.Cmd
+	in         io.WriteCloser
+	lines      chan string
+}
+
+func startMember(name, addr string, peers []string, run string, stderr io.Writer) (*member, error) {
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = append(os.Environ(), envRole+"=member", envName+"="+name, envBind+"="+addr,
+		envPeers+"="+strings.Join(peers, ","), envRun+"="+run)
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	m := &member{name: name, addr: addr, cmd: cmd, in: in, lines: make(chan string, 1<<16)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 16<<20)
+		for sc.Scan() {
+			m.lines <- sc.Text()
+		}
+		close(m.lines)
+	}()
+	return m, nil
+}
+
+// await returns the first line for which match is true.
+func (m *member) await(ctx context.Context, d time.Duration, what string, match func([]string) bool) ([]string, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case l, ok := <-m.lines:
+			if !ok {
+				return nil, fmt.Errorf("member %s exited while waiting for %s", m.name, what)
+			}
+			f := strings.Fields(l)
+			if len(f) > 0 && f[0] == "error" {
+				return nil, fmt.Errorf("member %s: %s", m.name, l)
+			}
+			if match(f) {
+				return f, nil
+			}
+		case <-t.C:
+			return nil, fmt.Errorf("member %s: no %s within %v", m.name, what, d)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (m *member) send(cmd string) { fmt.Fprintln(m.in, cmd) }
+
+func (m *member) kill() {
+	m.cmd.Process.Signal(syscall.SIGKILL)
+	m.in.Close()
+	for range m.lines {
+	}
+	m.cmd.Wait()
+}
+
+func (m *member) quit() {
+	m.send("quit")
+	m.in.Close()
+	for range m.lines {
+	}
+	m.cmd.Wait()
+}
+
+// latencies asks m for one "lat" line of µs.
+func (m *member) latencies(ctx context.Context, cmd string) ([]float64, error) {
+	m.send(cmd)
+	f, err := m.await(ctx, 2*time.Minute, "lat", func(f []string) bool { return len(f) > 0 && f[0] == "lat" })
+	if err != nil {
+		return nil, err
+	}
+	if len(f) > 1 && f[1] == "error" {
+		return nil, fmt.Errorf("member %s: %s: %s", m.name, cmd, strings.Join(f[2:], " "))
+	}
+	out := make([]float64, 0, len(f)-1)
+	for _, s := range f[1:] {
+		v, _ := strconv.ParseFloat(s, 64)
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[int(q*float64(len(s)-1))]
+}
+
+// owner is the member among addrs that owns Worker: protoactor's
+// rendezvous hash, as every member computes it.
+func owner(addrs []string) string {
+	var ms []*pcluster.Member
+	for i, a := range addrs {
+		host, port, _ := net.SplitHostPort(a)
+		p, _ := strconv.Atoi(port)
+		ms = append(ms, &pcluster.Member{Id: strconv.Itoa(i), Host: host, Port: int32(p), Kinds: []string{"bgworker-worker"}})
+	}
+	r := pcluster.NewRendezvous()
+	r.UpdateMembers(ms)
+	return r.GetByClusterIdentity(&pcluster.ClusterIdentity{Identity: Worker, Kind: "bgworker-worker"})
+}
+
+func freeAddrs(n int) ([]string, error) {
+	var out []string
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	return out, nil
+}
+
+// Run measures both benchmarks on three member processes and returns the
+// table's rows. scale multiplies the counts (at least 10 kills). Progress
+// goes to stderr.
+func Run(ctx context.Context, scale float64, stderr io.Writer) ([]Result, error) {
+	b := make([]byte, 8)
+	rand.Read(b)
+	run := hex.EncodeToString(b)
+	addrs, err := freeAddrs(3)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]string{addrs[0]: "m1", addrs[1]: "m2", addrs[2]: "m3"}
+	ms := map[string]*member{}
+	defer func() {
+		for _, m := range ms {
+			m.kill()
+		}
+	}()
+	start := func(a string) error {
+		m, err := startMember(names[a], a, addrs, run, stderr)
+		if err != nil {
+			return err
+		}
+		ms[a] = m
+		_, err = m.await(ctx, time.Minute, "started", func(f []string) bool { return len(f) == 1 && f[0] == "started" })
+		return err
+	}
+	for _, a := range addrs {
+		if err := start(a); err != nil {
+			return nil, err
+		}
+	}
+	home := owner(addrs)
+	var token uint64
+	ready := func(f []string) bool {
+		if len(f) != 4 || f[0] != "ready" || f[1] != Worker {
+			return false
+		}
+		t, _ := strconv.ParseUint(f[2], 10, 64)
+		return t > token
+	}
+	// Placements settle on the owner of all three.
+	for {
+		f, err := ms[home].await(ctx, time.Minute, "the worker ready on its owner", ready)
+		if err != nil {
+			return nil, err
+		}
+		token, _ = strconv.ParseUint(f[2], 10, 64)
+		if token > 0 {
+			break
+		}
+	}
+	var other []string
+	for _, a := range addrs {
+		if a != home {
+			other = append(other, a)
+		}
+	}
+	heir := owner(other)
+	client := other[0]
+	if client == heir {
+		client = other[1]
+	}
+
+	// Warm start, on a member that holds nothing.
+	warm, err := ms[client].latencies(ctx, fmt.Sprintf("warm %d", scaled(20, scale)))
+	if err != nil {
+		return nil, err
+	}
+
+	// Request by name against a raw remote request, same two members,
+	// rounds interleaved.
+	var byName, raw []float64
+	if _, err := ms[client].latencies(ctx, "req 300"); err != nil {
+		return nil, err
+	}
+	if _, err := ms[client].latencies(ctx, "raw "+home+" 300"); err != nil {
+		return nil, err
+	}
+	for range 5 {
+		x, err := ms[client].latencies(ctx, fmt.Sprintf("req %d", scaled(1000, scale)))
+		if err != nil {
+			return nil, err
+		}
+		y, err := ms[client].latencies(ctx, fmt.Sprintf("raw %s %d", home, scaled(1000, scale)))
+		if err != nil {
+			return nil, err
+		}
+		byName, raw = append(byName, x...), append(raw, y...)
+	}
+	fmt.Fprintf(stderr, "cluster: request by name p50 %.1f µs p99 %.1f µs; raw remote p50 %.1f µs p99 %.1f µs (%d each)\n",
+		quantile(byName, .5), quantile(byName, .99), quantile(raw, .5), quantile(raw, .99), len(byName))
+
+	// Failover: SIGKILL of the owner, timed to the worker's ready report on
+	// the heir, beside the grain (same identity, same owner) re-activated
+	// through protoactor's cluster context on the client; the detection
+	// is the heir's view of the kill.
+	var failover, grain, after, detect, heirDetect, granted []float64
+	kills := max(10, scaled(10, scale))
+	for i := range kills {
+		ms[client].send("grain1")
+		if f, err := ms[client].await(ctx, 10*time.Second, "grain1", func(f []string) bool { return len(f) > 0 && f[0] == "grain1" }); err != nil {
+			return nil, err
+		} else if f[1] != names[home] {
+			fmt.Fprintf(stderr, "cluster: kill %d: the grain answered from %s before the kill, not %s\n", i, f[1], names[home])
+		}
+		victim := ms[home]
+		killed := time.Now()
+		victim.cmd.Process.Signal(syscall.SIGKILL)
+		ms[client].send("grain " + names[home])
+		ms[client].send("grainafter " + home)
+		var hd, pl []string
+		f, err := ms[heir].await(ctx, time.Minute, "the worker ready on the heir", func(f []string) bool {
+			if len(f) == 3 && f[0] == "down" && f[1] == home {
+				hd = f
+			}
+			if len(f) == 4 && f[0] == "placed" {
+				pl = f
+			}
+			return ready(f)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if hd == nil {
+			return nil, fmt.Errorf("kill %d: the heir placed the worker before it saw the owner down", i)
+		}
+		hat, _ := strconv.ParseInt(hd[2], 10, 64)
+		if pl != nil {
+			pat, _ := strconv.ParseInt(pl[3], 10, 64)
+			granted = append(granted, ms2(time.Unix(0, pat).Sub(time.Unix(0, hat))))
+		}
+		heirDetect = append(heirDetect, ms2(time.Unix(0, hat).Sub(killed)))
+		token, _ = strconv.ParseUint(f[2], 10, 64)
+		at, _ := strconv.ParseInt(f[3], 10, 64)
+		failover = append(failover, ms2(time.Unix(0, at).Sub(killed)))
+		victim.kill()
+		delete(ms, home)
+		// The client reports the grain elsewhere and its view of the kill,
+		// in either order.
+		var g, ga, d []string
+		if _, err := ms[client].await(ctx, time.Minute, "the grain elsewhere and the victim down", func(f []string) bool {
+			switch {
+			case len(f) == 3 && f[0] == "grain":
+				g = f
+			case len(f) == 3 && f[0] == "grainafter":
+				ga = f
+			case len(f) == 3 && f[0] == "down" && f[1] == home:
+				d = f
+			}
+			return g != nil && ga != nil && d != nil
+		}); err != nil {
+			return nil, err
+		}
+		if g[1] == "none" || ga[1] == "none" {
+			return nil, fmt.Errorf("kill %d: the grain was not re-activated within 30 s", i)
+		}
+		gat, _ := strconv.ParseInt(g[2], 10, 64)
+		grain = append(grain, ms2(time.Unix(0, gat).Sub(killed)))
+		gaat, _ := strconv.ParseInt(ga[2], 10, 64)
+		after = append(after, ms2(time.Unix(0, gaat).Sub(killed)))
+		dat, _ := strconv.ParseInt(d[2], 10, 64)
+		detect = append(detect, ms2(time.Unix(0, dat).Sub(killed)))
+		fmt.Fprintf(stderr, "cluster: kill %d of %s: down on %s after %.1f ms, worker ready there after %.1f ms; on %s: down after %.1f ms, grain (requests from the kill) on %s after %.1f ms, grain (requests from the down) after %.1f ms\n",
+			i, names[home], names[heir], heirDetect[i], failover[i], names[client], detect[i], g[1], grain[i], after[i])
+		// Restart the victim: the worker moves back to it (the owner of all
+		// three), gracefully.
+		if err := start(home); err != nil {
+			return nil, err
+		}
+		if _, err := ms[home].await(ctx, time.Minute, "the worker back on its owner", ready); err != nil {
+			return nil, err
+		}
+		// Drain the lines of the move on the others.
+		for _, a := range other {
+			for len(ms[a].lines) > 0 {
+				<-ms[a].lines
+			}
+		}
+		token = 0
+	}
+	for _, m := range ms {
+		m.quit()
+	}
+	ms = nil
+
+	// A failure is detected once both survivors, a quorum, have seen it:
+	// only then have both their grants run out.
+	quorum := make([]float64, len(failover))
+	excess := make([]float64, len(failover))
+	for i := range failover {
+		quorum[i] = max(heirDetect[i], detect[i])
+		excess[i] = failover[i] - quorum[i]
+	}
+	fp50, gp50, dp50, wp50 := quantile(failover, .5), quantile(grain, .5), quantile(quorum, .5), quantile(warm, .5)/1e3
+	bound := dp50 + 1.2*wp50
+	nr, rr := quantile(byName, .5), quantile(raw, .5)
+	met := func(b bool) *bool { return &b }
+	return []Result{
+		{Name: fmt.Sprintf("failover p50, %d SIGKILLs of the owner", len(failover)), Value: fp50, Unit: "ms",
+			Baseline: "protoactor grain re-activation p50", BaselineValue: gp50,
+			Target: fmt.Sprintf("<= detect+1.2 warm %.1f", bound), Met: met(fp50 <= bound)},
+		{Name: "failover p50 (the same kills)", Value: fp50, Unit: "ms",
+			Baseline: "grain, requests from the down, p50", BaselineValue: quantile(after, .5)},
+		{Name: "detection p50, both survivors (lease " + Lease.String() + ")", Value: dp50, Unit: "ms",
+			Baseline: "the new owner alone", BaselineValue: quantile(heirDetect, .5)},
+		{Name: "failover - detection, per kill, p50", Value: quantile(excess, .5), Unit: "ms",
+			Baseline: "warm start p50 (pool of 2)", BaselineValue: wp50, Target: "ratio <= 1.2", Met: met(quantile(excess, .5) <= 1.2*wp50)},
+		{Name: "lease grant after new owner's detection p50", Value: quantile(granted, .5), Unit: "ms",
+			Baseline: "raw protoactor remote request p50", BaselineValue: rr / 1e3},
+		{Name: "request by name p50, 64 B, other member", Value: nr, Unit: "µs",
+			Baseline: "raw protoactor remote request p50", BaselineValue: rr,
+			Target: "ratio <= 1.5", Met: met(nr <= 1.5*rr)},
+		{Name: "request by name p99", Value: quantile(byName, .99), Unit: "µs",
+			Baseline: "raw protoactor remote request p99", BaselineValue: quantile(raw, .99)},
+	}, nil
+}
+
+func ms2(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+func scaled(n int, scale float64) int { return max(1, int(float64(n)*scale)) }
