@@ -81,6 +81,12 @@ type Spec struct {
 	// ready; past it the child is killed and the start counts as failed.
 	// Zero = 10 s.
 	StartTimeout time.Duration
+
+	// Limits caps the memory, CPU and tasks of the worker's process tree
+	// (see Limits). Zero = no limits. Where the runtime cannot enforce
+	// them, Start (for a static worker) or StartWorker fails with an
+	// error wrapping the runtime's ErrLimitsUnavailable.
+	Limits Limits
 }
 
 // Defaults for the optional durations of a Spec.
@@ -168,6 +174,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.StartTimeout < 0 {
 		return invalid(s.Name, "StartTimeout %v is negative", s.StartTimeout)
+	}
+	if err := s.Limits.validate(); err != nil {
+		return invalid(s.Name, "%v", err)
 	}
 	return nil
 }

@@ -238,13 +238,16 @@ func (c *child) read() {
 	})
 }
 
-// killGroupAndExit ends the child's process group (this process, the group
-// leader, included): the postmaster is gone and cannot reap or kill it.
+// killGroupAndExit ends the child's cgroup leaf when it has one (this
+// process and everything it started, wherever it went), else its process
+// group (this process, the group leader, included): the postmaster is gone
+// and cannot reap or kill it.
 //
 // Only when this process leads its group, as the postmaster makes every
 // child do: a process started some other way must not take down the group
 // it happens to share (a shell's, say).
 func killGroupAndExit() {
+	killOwnLeaf() // with a cgroup leaf: this process and all it started
 	if unix.Getpgrp() == os.Getpid() {
 		unix.Kill(0, unix.SIGKILL)
 	}

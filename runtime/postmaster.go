@@ -529,6 +529,12 @@ func (pm *postmaster) adopt(s *slot, p *proc) {
 		p.killGroup()
 		return
 	}
+	if err := p.applyLimits(s.spec.Limits); err != nil {
+		s.cause = ReasonSpawnFailed
+		pm.rt.log.Error("runtime: could not apply the worker's limits", "worker", s.spec.Name, "err", err)
+		p.killGroup()
+		return
+	}
 	flags := uint8(0)
 	if s.spec.Connect {
 		flags |= bridge.FlagConnect
@@ -622,6 +628,9 @@ func (pm *postmaster) exited(ctx actor.Context, m msgProcExited) {
 		s.route = nil
 	}
 	cause := s.cause
+	if cause == "" {
+		cause = p.oomCause(m.status)
+	}
 	ex := classify(m.status, m.goodbye, cause, s.spec.SharedMemory)
 	ex.At = m.at
 	ex.Uptime = m.at.Sub(p.spawn)
@@ -791,6 +800,7 @@ func (s *slot) info() WorkerInfo {
 	}
 	if s.proc != nil {
 		wi.PID = s.proc.pid
+		wi.Cgroup = s.proc.cgroupPath()
 	}
 	if s.inc > 0 {
 		wi.StartedAt = s.startedAt

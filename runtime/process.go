@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/runtime/internal/cgroup"
 )
 
 // proc is one child process, seen from the host. It is created by the
@@ -40,6 +41,7 @@ type proc struct {
 	ep     *bridge.Endpoint
 	cookie [bridge.CookieLen]byte
 	spawn  time.Time
+	leaf   *cgroup.Leaf // the child's cgroup; nil without cgroups (see cgroup.go)
 
 	// assign is sent right after the handshake when set before it (a cold
 	// start); a warm child gets it later through assignNow.
@@ -58,6 +60,7 @@ type proc struct {
 	connect   atomic.Bool
 	idleReady atomic.Bool // in the warm pool, ready for a worker
 
+	oomKilled  atomic.Bool // the kernel OOM-killed in its leaf (read before the leaf is killed)
 	goodbye    int         // exit code announced by goodbye; -1 = none
 	readErr    error       // why the read loop ended
 	tail       *tailBuffer // last lines of output
@@ -137,7 +140,16 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 	// Pdeathsig is caught by the child, which then kills its whole process
 	// group (see deathSignal); SIGKILL would end the leader only.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSignal}
-	if err := cmd.Start(); err != nil {
+	release, err := rt.spawnIntoLeaf(p, cmd)
+	if err != nil {
+		parentEnd.Close()
+		outR.Close()
+		return nil, err
+	}
+	err = cmd.Start()
+	release()
+	if err != nil {
+		p.removeLeaf()
 		parentEnd.Close()
 		outR.Close()
 		return nil, fmt.Errorf("runtime: spawn: %w", err)
@@ -149,7 +161,9 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 	if err != nil {
 		// Without a pidfd we cannot watch it: kill and reap it now.
 		cmd.Process.Kill()
+		p.killLeaf()
 		cmd.Wait()
+		p.removeLeaf()
 		parentEnd.Close()
 		outR.Close()
 		return nil, fmt.Errorf("runtime: pidfd_open: %w", err)
@@ -159,7 +173,9 @@ func (rt *Runtime) startProc(id uint64) (p *proc, err error) {
 	parentEnd.Close()
 	if err != nil {
 		p.killGroup()
+		p.killLeaf()
 		cmd.Wait()
+		p.removeLeaf()
 		p.pidfd.Close()
 		outR.Close()
 		return nil, fmt.Errorf("runtime: bridge: %w", err)
@@ -333,10 +349,12 @@ func (p *proc) wait() {
 	}
 	close(p.exited)
 	p.killGroup()
+	p.killLeaf() // what left the process group too
 	p.mu.Lock()
 	p.reaped = true // from here on no signal is sent
 	p.mu.Unlock()
 	_ = p.cmd.Wait()
+	p.removeLeaf()
 	p.pidfd.Close()
 	// The socket reaches EOF when the child is gone; give the reader a
 	// moment to take the goodbye, then close.

@@ -85,6 +85,9 @@ type Config struct {
 	// map them to smart, fast and immediate shutdown, as PostgreSQL's
 	// postmaster does.
 	HandleSignals bool
+	// NoCgroups keeps children in process groups only, even where cgroup
+	// v2 is usable; workers with Limits are then refused.
+	NoCgroups bool
 }
 
 func (c *Config) defaults() error {
@@ -168,6 +171,7 @@ type Runtime struct {
 	sigStop    func()
 	subs       atomic.Int64
 	lock       *os.File          // Config.LockFile, held until release
+	cg         *cgroupState      // set by Start: the children's cgroups, or why there are none
 	notifyStop func()            // ends the systemd notify hooks
 	regions    []shmactor.Region // the segment's layout
 	hasShm     bool              // some worker can use shared memory
@@ -255,6 +259,10 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		}
 		rt.lock = f
 	}
+	if err := rt.openCgroups(); err != nil {
+		rt.abortStart()
+		return err
+	}
 	if rt.cfg.HTTPAddr != "" {
 		h, err := rt.startHTTP()
 		if err != nil {
@@ -283,6 +291,7 @@ func (rt *Runtime) abortStart() {
 	if rt.lock != nil {
 		rt.lock.Close()
 	}
+	rt.closeCgroups()
 	close(rt.stopped)
 	close(rt.finished)
 	rt.system.Shutdown()
@@ -393,6 +402,9 @@ func (rt *Runtime) StartWorker(ctx context.Context, spec actors.Spec) (*Handle, 
 	}
 	spec, code, err := resolveCode(spec)
 	if err != nil {
+		return nil, err
+	}
+	if err := rt.checkLimits(spec); err != nil {
 		return nil, err
 	}
 	reply := make(chan startReply, 1)
@@ -698,7 +710,7 @@ func (rt *Runtime) childEnv() []string {
 	}
 	out := make([]string, 0, len(env)+1)
 	for _, kv := range env {
-		if !notifyEnv(kv) && !strings.HasPrefix(kv, envChild+"=") {
+		if !notifyEnv(kv) && !strings.HasPrefix(kv, envChild+"=") && !strings.HasPrefix(kv, envCgroup+"=") {
 			out = append(out, kv)
 		}
 	}
@@ -804,6 +816,7 @@ func (rt *Runtime) release() {
 	_ = rt.system.Root.StopFuture(rt.pmPID).Wait()
 	rt.spawner.stop()
 	rt.wg.Wait()
+	rt.closeCgroups()
 	for _, seg := range append(rt.pm.oldSegs, rt.pm.seg) {
 		if seg != nil {
 			seg.Close()

@@ -84,6 +84,7 @@ const (
 	ReasonSpawnFailed  = "spawn_failed"      // the process could not be started
 	ReasonGroupReset   = "group_reset"       // taken down by an all-for-one reset
 	ReasonShutdown     = "shutdown"          // ended by a runtime shutdown
+	ReasonOOMKilled    = "oom_killed"        // killed by the kernel at its Limits.MemoryMax
 	reasonSignalPrefix = "signal:"           // killed by a signal: signal:KILL, signal:SEGV, ...
 )
 
@@ -103,7 +104,8 @@ type Exit struct {
 type WorkerInfo struct {
 	Name         string       `json:"name"`
 	Type         string       `json:"type"`
-	PID          int          `json:"pid"` // zero = no process now
+	PID          int          `json:"pid"`    // zero = no process now
+	Cgroup       string       `json:"cgroup"` // the process's cgroup v2 leaf; "" = no process, or no cgroups here
 	State        WorkerState  `json:"state"`
 	Phase        phases.Phase `json:"phase"` // the start phase
 	SharedMemory bool         `json:"shared_memory"`
