@@ -138,8 +138,8 @@ func TestEscapedGrandchildKilled(t *testing.T) {
 	grand := readPidFile(t, pidfile)
 	t.Cleanup(func() { killTagged(grand) })
 	ex := h.expectExit("esc")
-	if ex.Reason != ReasonExit1 {
-		t.Fatalf("exit %+v, want exit1", ex)
+	if ex.Reason != ReasonExit1 || ex.PID != run.PID {
+		t.Fatalf("exit %+v, want exit1 of pid %d", ex, run.PID)
 	}
 	if st := procState(grand); st != "" && st != "Z" {
 		t.Fatalf("grandchild %d in a new session is still alive (state %s) after its worker exited", grand, st)

@@ -632,7 +632,7 @@ func (pm *postmaster) exited(ctx actor.Context, m msgProcExited) {
 		cause = p.oomCause(m.status)
 	}
 	ex := classify(m.status, m.goodbye, cause, s.spec.SharedMemory)
-	ex.At = m.at
+	ex.At, ex.PID = m.at, p.pid
 	ex.Uptime = m.at.Sub(p.spawn)
 	if ex.Crash || ex.Code > 0 {
 		ex.Stderr = p.tail.String()

@@ -93,6 +93,7 @@ type Exit struct {
 	Reason string        `json:"reason"` // one of the Reason constants or "signal:NAME"
 	Code   int           `json:"code"`   // exit code; -1 when killed by a signal
 	Signal string        `json:"signal"` // signal name (KILL, SEGV) when killed by one; "" otherwise
+	PID    int           `json:"pid"`    // the process that ended; 0 when none was spawned
 	At     time.Time     `json:"at"`
 	Uptime time.Duration `json:"uptime_ns"`        // from spawn to exit
 	Crash  bool          `json:"crash"`            // counted as a crash
