@@ -173,28 +173,27 @@ type probe struct {
 
 // Report is what the soak saw.
 type Report struct {
-	Seed                uint64
-	Dir                 string // work directory kept for inspection ("" when removed)
-	Elapsed             time.Duration
-	Cgroups             string
-	Lives               int
-	Injected            map[string]int
-	Exits               map[string]int // by reason
-	Resets              int
-	SegmentsChecked     int
-	Cleanups            []time.Duration // SIGKILL of the host → last process of it gone
-	LifeFigures         []string
-	MemfdAfterResets    []string
-	Probes              int
-	ProbeMax            time.Duration
-	ShutdownMS          int64
-	ShutdownOK          bool
-	Violations          map[string][]string
-	violationCount      map[string]int
-	OrphansFound        int
-	ZombiesFound        int
-	DeadRowsFound       int
-	ChildrenUnknownSeen int
+	Seed             uint64              // of the fault schedule
+	Dir              string              // work directory (host logs, journal) kept for inspection; "" when removed
+	Elapsed          time.Duration       // the whole run, final shutdown included
+	Cgroups          string              // how the host contained its children
+	Lives            int                 // host processes started
+	Injected         map[string]int      // faults by kind
+	Exits            map[string]int      // exits the host recorded, by reason
+	Resets           int                 // all-for-one resets
+	SegmentsChecked  int                 // segment generations checked fresh
+	Cleanups         []time.Duration     // SIGKILL of the host → the last process of it gone, per kill
+	LifeFigures      []string            // per life: first settled → highest fds, memfds, goroutines, RSS
+	MemfdAfterResets []string            // resets:memfds/fds of the settled host
+	Probes           int                 // child-mode starts without Welcome
+	ProbeMax         time.Duration       // the longest of them to exit
+	ShutdownMS       int64               // the final Shutdown, as the host measured it
+	ShutdownOK       bool                // it returned nil
+	Violations       map[string][]string // by kind: the first five messages
+	OrphansFound     int                 // processes of the run found not descending from a live host
+	ZombiesFound     int                 // children of the host left unreaped
+	DeadRowsFound    int                 // /workers rows naming a pid that was gone
+	violationCount   map[string]int
 }
 
 func (s *soak) logf(format string, args ...any) {
