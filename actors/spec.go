@@ -86,6 +86,12 @@ type Spec struct {
 	// after its own setup (systemd's Type=notify), instead of as soon as
 	// its actor has started (Type=simple). StartTimeout counts until then.
 	NotifyReady bool
+
+	// Limits caps the memory, CPU and tasks of the worker's process tree
+	// (see Limits). Zero = no limits. Where the runtime cannot enforce
+	// them, Start (for a static worker) or StartWorker fails with an
+	// error wrapping the runtime's ErrLimitsUnavailable.
+	Limits Limits
 }
 
 // Defaults for the optional durations of a Spec.
@@ -173,6 +179,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.StartTimeout < 0 {
 		return invalid(s.Name, "StartTimeout %v is negative", s.StartTimeout)
+	}
+	if err := s.Limits.validate(); err != nil {
+		return invalid(s.Name, "%v", err)
 	}
 	return nil
 }

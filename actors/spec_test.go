@@ -99,6 +99,14 @@ func TestValidateErrors(t *testing.T) {
 		{"Exponential Max < default Initial", func(s *Spec) { s.Restart = Exponential{Max: 50 * time.Millisecond} }, "exponential restart: Initial 100ms exceeds Max 50ms"},
 		{"intensity negative window", func(s *Spec) { s.Intensity = Intensity{MaxRestarts: 3, Window: -time.Second} }, "restart intensity window -1s is negative"},
 		{"intensity MaxRestarts too big", func(s *Spec) { s.Intensity = Intensity{MaxRestarts: 1<<16 + 1} }, "restart intensity MaxRestarts 65537 is above 65536"},
+		{"negative MemoryMax", func(s *Spec) { s.Limits.MemoryMax = -1 }, "Limits.MemoryMax -1 is negative"},
+		{"MemoryMax below 1 MiB", func(s *Spec) { s.Limits.MemoryMax = 4096 }, "Limits.MemoryMax 4096 is below 1048576 bytes"},
+		{"negative CPUMax", func(s *Spec) { s.Limits.CPUMax = -0.5 }, "Limits.CPUMax -0.5 is negative"},
+		{"NaN CPUMax", func(s *Spec) { s.Limits.CPUMax = math.NaN() }, "Limits.CPUMax NaN is not a number of CPUs"},
+		{"infinite CPUMax", func(s *Spec) { s.Limits.CPUMax = math.Inf(1) }, "Limits.CPUMax +Inf is not a number of CPUs"},
+		{"CPUMax below a hundredth", func(s *Spec) { s.Limits.CPUMax = 0.001 }, "Limits.CPUMax 0.001 is below 0.01 CPUs"},
+		{"CPUMax too big", func(s *Spec) { s.Limits.CPUMax = 1e6 }, "Limits.CPUMax 1e+06 is above 65536 CPUs"},
+		{"negative PidsMax", func(s *Spec) { s.Limits.PidsMax = -3 }, "Limits.PidsMax -3 is negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,6 +162,10 @@ func TestValidateOK(t *testing.T) {
 		{"unlimited intensity", func(s *Spec) { s.Intensity = Intensity{MaxRestarts: -1} }},
 		{"intensity MaxRestarts 65536", func(s *Spec) { s.Intensity = Intensity{MaxRestarts: 1 << 16, Window: time.Second} }},
 		{"timeouts", func(s *Spec) { s.StopTimeout, s.StartTimeout = time.Nanosecond, time.Hour }},
+		{"limits at their bounds", func(s *Spec) {
+			s.Limits = Limits{MemoryMax: MinMemoryMax, CPUMax: MinCPUMax, PidsMax: 1}
+		}},
+		{"limits at the upper bound", func(s *Spec) { s.Limits = Limits{MemoryMax: math.MaxInt64, CPUMax: MaxCPUMax} }},
 		{"everything", func(s *Spec) {
 			*s = Spec{
 				Name: "everything", Type: "kind", StartAt: phases.RecoveryFinished,
@@ -161,6 +173,7 @@ func TestValidateOK(t *testing.T) {
 				Run: runNop, Arg: []byte("arg"), Restart: Fixed(time.Second),
 				Intensity: Intensity{MaxRestarts: 5, Window: time.Minute}, Critical: true,
 				StopTimeout: time.Second, StartTimeout: time.Second,
+				Limits: Limits{MemoryMax: 256 << 20, CPUMax: 1.5, PidsMax: 64},
 			}
 		}},
 	}

@@ -74,6 +74,9 @@ type Config struct {
 	// worker fails the whole shared-memory group instead of resetting it,
 	// and a critical member then shuts the runtime down.
 	NoRestartAfterCrash bool
+	// NoCgroups keeps children in process groups only, even where cgroup
+	// v2 is usable; workers with Limits are then refused.
+	NoCgroups bool
 	// HandleSignals makes the runtime own SIGTERM, SIGINT and SIGQUIT and
 	// map them to smart, fast and immediate shutdown, as PostgreSQL's
 	// postmaster does, and SIGHUP to Reload.

@@ -47,7 +47,7 @@ func classify(c exitCause) Exit {
 		cause = ""
 	}
 	if c.oom && cause == "" {
-		cause = ReasonOOM
+		cause = ReasonOOMKilled
 	}
 	if cause != "" {
 		ex.Reason = cause

@@ -73,7 +73,7 @@
 // spawned from one goroutine locked to its OS thread for the runtime's
 // life, so its parent-death signal cannot fire early (golang/go#27505); the
 // child catches that signal, and EOF on the bridge, by killing its own
-// process group. Each child is in its own process group, killed as a
+// cgroup leaf or process group. Each child is in its own process group, killed as a
 // group, reaped exactly once through a pidfd, and signalled only through
 // os.Process. Its stdout and stderr are logged line by line, each line
 // capped, and the reader of a reaped child's output never waits on a pipe
@@ -84,6 +84,21 @@
 // for Config.HeartbeatTimeout is killed, unless bytes from it wait unread
 // (the host fell behind) or the host itself was not running (stopped,
 // paused): silence is counted from the host's resume.
+//
+// # Cgroups
+//
+// Where cgroup v2 is usable (root on a cgroup2 host, systemd's
+// Delegate=yes, a container with a writable cgroup2 mount), each child is
+// also started inside a cgroup leaf of its own (clone3 with
+// CLONE_INTO_CGROUP), and whenever it ends, by any exit, the leaf is killed
+// with cgroup.kill before the child is reaped: its descendants die with it
+// even when they left its process group or session (setsid, double forks).
+// Each [WorkerInfo] names its leaf in Cgroup. Where the controllers are
+// delegated, a spec's actors.Limits are written to memory.max, cpu.max and
+// pids.max, and an OOM kill is recorded as [ReasonOOMKilled]; elsewhere a
+// spec with Limits is refused with [ErrLimitsUnavailable]. Where cgroup v2
+// is not usable, or Config.NoCgroups is set, the runtime says why once at
+// Start and relies on process groups.
 //
 // # Messages
 //

@@ -37,7 +37,7 @@ func (pm *postmaster) exited(k *kid, e launch.Exit) {
 		s.route = nil
 	}
 	ex := classify(exitCause{status: e.Status, goodbye: e.Goodbye, cause: s.cause, shm: s.spec.SharedMemory, oom: e.OOM})
-	ex.At = e.At
+	ex.At, ex.PID = e.At, k.c.PID()
 	ex.Uptime = e.At.Sub(k.assigned)
 	if ex.Crash || ex.Code > 0 {
 		ex.Stderr = e.Tail

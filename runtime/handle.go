@@ -50,6 +50,9 @@ func (rt *Runtime) startWorker(ctx context.Context, spec actors.Spec, watcher *a
 	if err != nil {
 		return nil, err
 	}
+	if err := rt.checkLimits(spec); err != nil {
+		return nil, err
+	}
 	reply := make(chan startReply, 1)
 	rt.tell(msgStartWorker{spec: spec, code: code, watcher: watcher, reply: reply})
 	r, err := await(ctx, rt, reply)

@@ -43,11 +43,12 @@ var runID string
 // can signal or SIGKILL them. One table: an unknown role fails at once, and
 // a full run fails if a role was never used.
 var roles = map[string]func() int{
-	"postmaster":  postmasterRole,
-	"lockholder":  lockholderRole,
-	"pmt_fdlimit": pmtFdLimitRole,
-	"pmt_signals": pmtSignalsRole,
-	"pmt_pause":   pmtPauseRole,
+	"postmaster":        postmasterRole,
+	"lockholder":        lockholderRole,
+	"pmt_fdlimit":       pmtFdLimitRole,
+	"pmt_signals":       pmtSignalsRole,
+	"pmt_pause":         pmtPauseRole,
+	"postmaster-escape": postmasterEscapeRole,
 }
 
 var rolesUsed sync.Map

@@ -128,7 +128,7 @@ func newMetrics(rt *Runtime, reg *prometheus.Registry) *metrics {
 // from the first scrape (Prometheus' guidance on known label values):
 // every fixed crash reason and the commonest signals.
 var crashReasons = [...]string{ReasonExit2, ReasonExitOther, ReasonNoGoodbye, ReasonStartTimeout, ReasonHeartbeat,
-	ReasonProtocol, ReasonSpawnFailed, ReasonOOM, reasonSignalPrefix + "KILL", reasonSignalPrefix + "SEGV", reasonSignalPrefix + "ABRT"}
+	ReasonProtocol, ReasonSpawnFailed, ReasonOOMKilled, reasonSignalPrefix + "KILL", reasonSignalPrefix + "SEGV", reasonSignalPrefix + "ABRT"}
 
 // known creates the worker's counters at zero.
 func (m *metrics) known(label string) {

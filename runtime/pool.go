@@ -142,8 +142,14 @@ func (pm *postmaster) takeIdle() *kid {
 func (pm *postmaster) idleExited(k *kid, e launch.Exit) {
 	pm.pool.drop(k)
 	pm.obs.pool(pm)
-	if pm.shutdown == 0 && k.cause == "" {
-		pm.rt.log.Warn("runtime: idle child died; replacing it", "pid", k.c.PID(), "status", fmt.Sprintf("%#x", uint32(e.Status)))
+	if pm.shutdown == 0 && k.cause != ReasonShutdown {
+		// Died idle, or killed idle for a fault of its own (silence, a
+		// protocol error): lost either way, and replaced.
+		why := k.cause
+		if why == "" {
+			why = "died"
+		}
+		pm.rt.log.Warn("runtime: idle child lost; replacing it", "pid", k.c.PID(), "why", why, "status", fmt.Sprintf("%#x", uint32(e.Status)))
 		pm.obs.idleLost()
 	}
 	if pm.poolDeficit() > 0 {

@@ -68,6 +68,7 @@ type Runtime struct {
 	sigStop     func()
 	subs        atomic.Int64
 	lock        *os.File      // Config.LockFile, held until release
+	cg          *cgroupState  // set by Start: the children's cgroups, or why there are none
 	notifyStop  func()        // ends the systemd notify hooks
 	phase       atomic.Uint32 // the postmaster's phase, for /readyz and Status
 	status      statusCells   // the rest of Status, published by the postmaster
@@ -161,6 +162,12 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		}
 		rt.lock = f
 	}
+	if rt.newLauncher == nil {
+		if err := rt.openCgroups(); err != nil {
+			rt.abortStart()
+			return err
+		}
+	}
 	env := launch.Env{Reporter: reporter{rt}, System: rt.system, Log: rt.log, Go: rt.wg.Go, Resolve: rt.resolveExposed,
 		HeartbeatInterval: rt.cfg.HeartbeatInterval, HeartbeatTimeout: rt.cfg.HeartbeatTimeout, MaxFrame: rt.cfg.MaxFrame}
 	if rt.newLauncher != nil {
@@ -170,7 +177,8 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		if rt.lock != nil {
 			extra = append(extra, rt.lock) // fd 4: holds the interlock
 		}
-		rt.pm.launcher = proc.New(env, proc.Config{Exe: rt.exe, Env: rt.childEnv(), ExtraFiles: extra, Queue: rt.cfg.MaxWorkers + 64})
+		rt.pm.launcher = proc.New(env, proc.Config{Exe: rt.exe, Env: rt.childEnv(), ExtraFiles: extra, Queue: rt.cfg.MaxWorkers + 64,
+			Cgroups: rt.cg.mgr})
 	}
 	if rt.cfg.HTTPAddr != "" {
 		h, err := rt.startHTTP()
@@ -200,6 +208,7 @@ func (rt *Runtime) abortStart() {
 	if rt.lock != nil {
 		rt.lock.Close()
 	}
+	rt.closeCgroups()
 	close(rt.stopped)
 	close(rt.finished)
 	rt.system.Shutdown()
@@ -418,7 +427,7 @@ func (rt *Runtime) childEnv() []string {
 	}
 	out := make([]string, 0, len(env)+1)
 	for _, kv := range env {
-		if !notifyEnv(kv) && !strings.HasPrefix(kv, bridge.EnvChild+"=") {
+		if !notifyEnv(kv) && !strings.HasPrefix(kv, bridge.EnvChild+"=") && !strings.HasPrefix(kv, bridge.EnvCgroup+"=") {
 			out = append(out, kv)
 		}
 	}
@@ -542,6 +551,7 @@ func (rt *Runtime) release() {
 	_ = rt.system.Root.StopFuture(rt.pmPID).Wait()
 	rt.pm.launcher.Close()
 	_ = rt.wg.Wait(context.Background())
+	rt.closeCgroups()
 	for _, seg := range append(rt.pm.group.old, rt.pm.group.seg) {
 		if seg != nil {
 			seg.Close()

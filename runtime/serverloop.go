@@ -217,6 +217,12 @@ func (pm *postmaster) assign(s *slot, k *kid) {
 		k.c.Kill()
 		return
 	}
+	if err := k.c.Limit(s.spec.Limits); err != nil {
+		s.cause = ReasonSpawnFailed
+		pm.rt.log.Error("runtime: could not apply the worker's limits", "worker", s.spec.Name, "err", err)
+		k.c.Kill()
+		return
+	}
 	flags := uint8(0)
 	if s.spec.Connect {
 		flags |= bridge.FlagConnect

@@ -95,6 +95,9 @@ func (s *slot) info() WorkerInfo {
 		NextStart: s.nextStart, Exits: slices.Clone(s.exits), PID: s.pid(),
 		Activity: s.activity, ActivityAt: s.actAt,
 	}
+	if s.kid != nil {
+		wi.Cgroup = s.kid.c.Cgroup()
+	}
 	if s.inc > 0 {
 		wi.StartedAt = s.startedAt
 	}

@@ -85,8 +85,8 @@ const (
 	ReasonKilled       = "killed"            // did not stop within its grace period; killed
 	ReasonSpawnFailed  = "spawn_failed"      // the process could not be started
 	ReasonGroupReset   = "group_reset"       // taken down by an all-for-one reset
-	ReasonOOM          = "oom_killed"        // killed by the kernel's out-of-memory killer (its cgroup's memory limit)
 	ReasonShutdown     = "shutdown"          // ended by a runtime shutdown
+	ReasonOOMKilled    = "oom_killed"        // killed by the kernel at its Limits.MemoryMax
 	reasonSignalPrefix = "signal:"           // killed by a signal: signal:KILL, signal:SEGV, ...
 )
 
@@ -95,6 +95,7 @@ type Exit struct {
 	Reason string        `json:"reason"` // one of the Reason constants or "signal:NAME"
 	Code   int           `json:"code"`   // exit code; -1 when killed by a signal
 	Signal string        `json:"signal"` // signal name (KILL, SEGV) when killed by one; "" otherwise
+	PID    int           `json:"pid"`    // the process that ended; 0 when none was spawned
 	At     time.Time     `json:"at"`
 	Uptime time.Duration `json:"uptime_ns"` // from the assignment of its worker to its exit
 	Crash  bool          `json:"crash"`     // counted as a crash
@@ -107,6 +108,7 @@ type WorkerInfo struct {
 	Name         string       `json:"name"`
 	Type         string       `json:"type"`
 	PID          int          `json:"pid"` // zero = no process now (null in JSON)
+	Cgroup       string       `json:"cgroup"` // the process's cgroup v2 leaf; "" = no process, or no cgroups here
 	State        WorkerState  `json:"state"`
 	Phase        phases.Phase `json:"phase"` // the start phase
 	SharedMemory bool         `json:"shared_memory"`

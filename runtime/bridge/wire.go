@@ -19,6 +19,9 @@ const (
 	// ExitRefused is the exit code of a binary started in child mode by
 	// hand, without a bridge or a handshake.
 	ExitRefused = 64
+	// EnvCgroup carries, in a child's environment, the directory of its
+	// cgroup v2 leaf, which the child kills when its host is gone.
+	EnvCgroup = "BGWORKER_CGROUP"
 	// ExitLost is the exit code of a child whose host went away (EOF on the
 	// bridge, or the parent-death signal).
 	ExitLost = 1

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	goruntime "runtime"
 	"runtime/debug"
@@ -298,13 +299,33 @@ func (c *child) read() {
 	})
 }
 
-// killGroupAndExit ends the child's process group (this process, the group
-// leader, included): the postmaster is gone and cannot reap or kill it.
+// killOwnLeaf, in a child whose postmaster is gone, kills the child's
+// cgroup leaf: itself and everything it started, wherever they went. It
+// returns when there is no leaf or it cannot be killed; the caller then
+// kills the process group.
+func killOwnLeaf() {
+	dir := os.Getenv(bridge.EnvCgroup)
+	if dir == "" || !filepath.IsAbs(dir) {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "cgroup.kill"), os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	f.Write([]byte("1"))
+	f.Close()
+}
+
+// killGroupAndExit ends the child's cgroup leaf when it has one (this
+// process and everything it started, wherever it went), else its process
+// group (this process, the group leader, included): the postmaster is gone
+// and cannot reap or kill it.
 //
 // Only when this process leads its group, as the postmaster makes every
 // child do: a process started some other way must not take down the group
 // it happens to share (a shell's, say).
 func killGroupAndExit() {
+	killOwnLeaf() // with a cgroup leaf: this process and all it started
 	if unix.Getpgrp() == os.Getpid() {
 		unix.Kill(0, unix.SIGKILL)
 	}

@@ -256,6 +256,12 @@ func (c *Child) Kill() {
 	c.finish(syscall.WaitStatus(syscall.SIGKILL), -1)
 }
 
+// Limit accepts any limits: in memory they are not enforced.
+func (c *Child) Limit(actors.Limits) error { return nil }
+
+// Cgroup is "": an in-memory child has no cgroup.
+func (c *Child) Cgroup() string { return "" }
+
 // Reload passes the reload request to the worker.
 func (c *Child) Reload() error {
 	if w := c.worker.Load(); w != nil {

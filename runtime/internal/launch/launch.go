@@ -21,6 +21,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/bgworker/bgworker/actors"
 	"github.com/bgworker/bgworker/runtime/bridge"
 )
 
@@ -64,6 +65,11 @@ type Child interface {
 	Kill()
 	// Reload asks its worker to reload its configuration.
 	Reload() error
+	// Limit caps the child's memory, CPU and tasks before it is given its
+	// worker; an error when they cannot be enforced.
+	Limit(l actors.Limits) error
+	// Cgroup is the child's cgroup v2 leaf; "" where it has none.
+	Cgroup() string
 	// Endpoint is where messages to its worker go: sending to it crosses
 	// to the worker actor, and requests get their responses back.
 	Endpoint() actor.Process

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/runtime/internal/cgroup"
 	"github.com/bgworker/bgworker/runtime/internal/launch"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 	ExtraFiles []*os.File
 	// Queue bounds the spawn requests waiting for the spawner.
 	Queue int
+	// Cgroups, when not nil, gives every child a cgroup v2 leaf of its own
+	// (cgroup.go); nil = process groups only.
+	Cgroups *cgroup.Manager
 }
 
 // Launcher is the production launch.Launcher: children are real processes.
@@ -141,6 +145,8 @@ type proc struct {
 	silent   atomic.Bool   // the watchdog reported it silent
 	tail     *tailBuffer   // last lines of output
 	reported chan struct{} // closed once Spawned was reported: every later report waits for it
+	leaf     *cgroup.Leaf  // the child's cgroup; nil without cgroups
+	oom      atomic.Bool   // the kernel OOM-killed in its leaf (read before the leaf is killed)
 
 	readerDone chan struct{}
 	exited     chan struct{} // closed once the process has exited (before the reap)
@@ -182,7 +188,16 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 	// The parent-death signal is caught by the child, which then kills
 	// its whole process group; SIGKILL would end the leader only.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: bridge.DeathSignal}
-	if err := cmd.Start(); err != nil {
+	release, err := l.spawnIntoLeaf(p, cmd)
+	if err != nil {
+		parentEnd.Close()
+		outR.Close()
+		return nil, err
+	}
+	err = cmd.Start()
+	release()
+	if err != nil {
+		p.removeLeaf()
 		parentEnd.Close()
 		outR.Close()
 		return nil, fmt.Errorf("proc: spawn: %w", err)
@@ -194,7 +209,9 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 	if err != nil {
 		// Without a pidfd we cannot watch it: kill and reap it now.
 		cmd.Process.Kill()
+		p.killLeaf()
 		cmd.Wait()
+		p.removeLeaf()
 		parentEnd.Close()
 		outR.Close()
 		return nil, fmt.Errorf("proc: pidfd_open: %w", err)
@@ -204,7 +221,9 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 	parentEnd.Close()
 	if err != nil {
 		p.Kill()
+		p.killLeaf()
 		cmd.Wait()
+		p.removeLeaf()
 		p.pidfd.Close()
 		outR.Close()
 		return nil, fmt.Errorf("proc: bridge: %w", err)
@@ -404,10 +423,12 @@ func (p *proc) wait() {
 	}
 	close(p.exited)
 	p.Kill()
+	p.killLeaf() // what left the process group too
 	p.mu.Lock()
 	p.reaped = true // from here on no signal is sent
 	p.mu.Unlock()
 	_ = p.cmd.Wait()
+	p.removeLeaf()
 	p.pidfd.Close()
 	// The socket reaches EOF when the child is gone; give the reader a
 	// moment to take the goodbye, then close.
@@ -438,8 +459,9 @@ func (p *proc) wait() {
 	goodbye := p.goodbye
 	p.mu.Unlock()
 	<-p.reported // the spawn is reported before the exit
-	l.env.Reporter.Exited(p, launch.Exit{Status: p.cmd.ProcessState.Sys().(syscall.WaitStatus), Goodbye: goodbye,
-		At: time.Now(), Tail: p.tail.String()})
+	st := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	l.env.Reporter.Exited(p, launch.Exit{Status: st, Goodbye: goodbye, At: time.Now(), Tail: p.tail.String(),
+		OOM: p.oom.Load() && st.Signaled() && st.Signal() == syscall.SIGKILL})
 }
 
 // replyAddress is the actor address by which a child's requests are
