@@ -100,4 +100,3 @@ func (rt *Runtime) checkLimits(sp actors.Spec) error {
 	}
 	return nil
 }
-

@@ -107,7 +107,7 @@ type Exit struct {
 type WorkerInfo struct {
 	Name         string       `json:"name"`
 	Type         string       `json:"type"`
-	PID          int          `json:"pid"` // zero = no process now (null in JSON)
+	PID          int          `json:"pid"`    // zero = no process now (null in JSON)
 	Cgroup       string       `json:"cgroup"` // the process's cgroup v2 leaf; "" = no process, or no cgroups here
 	State        WorkerState  `json:"state"`
 	Phase        phases.Phase `json:"phase"` // the start phase
