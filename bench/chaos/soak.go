@@ -294,16 +294,8 @@ func (s *soak) startHost() error {
 			s.killLeftovers()
 			s.logf("host life %d: pid %d at %s", h.n, h.pid, h.addr)
 			s.refresh()
-			for _, r := range s.rows {
-				if r.Cgroup != "" {
-					h.cgroups = true
-				}
-			}
-			if h.n == 1 {
-				s.rep.Cgroups = "none (process groups only)"
-				if h.cgroups {
-					s.rep.Cgroups = "a cgroup v2 leaf per child"
-				}
+			if h.n == 1 && s.rep.Cgroups == "" {
+				s.rep.Cgroups = "none (process groups only)" // until a row names a leaf (refresh)
 			}
 			s.settle("start of a life") // the baseline of the bounds
 			return nil
@@ -580,6 +572,12 @@ func (s *soak) refresh() {
 	var rows []bgw.WorkerInfo
 	if err := s.getJSON("/workers", &rows); err == nil {
 		s.rows, s.rowsAt = rows, time.Now()
+		for _, r := range rows {
+			if r.Cgroup != "" && s.h != nil {
+				s.h.cgroups = true
+				s.rep.Cgroups = "a cgroup v2 leaf per child"
+			}
+		}
 	}
 	s.ps = scanTagged(s.tag)
 }
