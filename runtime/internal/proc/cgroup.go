@@ -108,4 +108,3 @@ func CgroupLimits(l actors.Limits) cgroup.Limits {
 		PidsMax:   int64(l.PidsMax),
 	}
 }
-
