@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,9 @@ import (
 
 // ErrClosed is returned by writes on a closed connection.
 var ErrClosed = errors.New("bridge: connection closed")
+
+// ErrPaused is returned by a read loop stopped by Detach.
+var ErrPaused = errors.New("bridge: read loop paused for a detach")
 
 // ErrBackpressure is returned by TrySend when the write queue is full.
 var ErrBackpressure = errors.New("bridge: write queue full")
@@ -68,6 +72,10 @@ type Conn struct {
 	loan atomic.Pointer[loan] // the work the reading goroutine is running, if any
 
 	lastRecv atomic.Int64 // when bytes last arrived: since epoch, monotonic
+
+	pausing  atomic.Bool   // Detach asked the read loop to stop at a frame boundary
+	paused   chan struct{} // closed by the read loop when it stopped for Detach
+	leftover []byte        // read, not handed out: set by the paused loop, or given to NewConnWith
 }
 
 // epoch anchors LastReceived's monotonic readings.
@@ -78,12 +86,50 @@ func NewConn(uc *net.UnixConn, maxFrame int) *Conn {
 	if maxFrame <= 0 {
 		maxFrame = DefaultMaxFrame
 	}
-	c := &Conn{uc: uc, maxFrame: maxFrame, MaxPending: 8 << 20, WriteTimeout: 10 * time.Second, stopped: make(chan struct{})}
+	c := &Conn{uc: uc, maxFrame: maxFrame, MaxPending: 8 << 20, WriteTimeout: 10 * time.Second, stopped: make(chan struct{}),
+		paused: make(chan struct{})}
 	c.lastRecv.Store(int64(time.Since(epoch)))
 	c.work.L = &c.mu
 	c.space.L = &c.mu
 	go c.writer()
 	return c
+}
+
+// NewConnWith is NewConn for a socket whose stream was already read into:
+// leftover (the start of a frame, as Detach returned it) is what the first
+// read loop hands out first.
+func NewConnWith(uc *net.UnixConn, maxFrame int, leftover []byte) *Conn {
+	c := NewConn(uc, maxFrame)
+	c.leftover = append([]byte(nil), leftover...)
+	return c
+}
+
+// Detach ends the connection without ending the stream, so that another
+// process image can carry it on: the read loop stops at a frame boundary
+// (it returns ErrPaused; frames it already handed out are not handed out
+// again), every queued frame is written, and the writer stops. It returns a
+// duplicate of the socket and the bytes read after the last whole frame,
+// for NewConnWith. The Conn is closed; its socket lives on in f. A read
+// loop must be running, or have ended; ctx bounds the wait for it and for
+// the flush.
+func (c *Conn) Detach(ctx context.Context) (f *os.File, leftover []byte, err error) {
+	if err := c.Flush(); err != nil {
+		return nil, nil, fmt.Errorf("bridge: detach: flush: %w", err)
+	}
+	c.pausing.Store(true)
+	c.uc.SetReadDeadline(time.Now()) // wakes a read in progress
+	select {
+	case <-c.paused:
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("bridge: detach: the read loop did not pause: %w", ctx.Err())
+	}
+	f, err = c.uc.File()
+	if err != nil {
+		return nil, nil, fmt.Errorf("bridge: detach: %w", err)
+	}
+	leftover = c.leftover
+	c.Close()
+	return f, leftover, nil
 }
 
 // FileConn makes a Conn from an inherited socket descriptor (the child's
@@ -470,8 +516,11 @@ func (c *Conn) ReadLoopLending(h Handler, acceptFDs bool, yield func() (work fun
 }
 
 func (c *Conn) newFrameLoop(h Handler, acceptFDs bool, yield func() func(), ended func(error)) *frameLoop {
-	return &frameLoop{c: c, h: h, accept: acceptFDs, yield: yield, ended: ended,
-		buf: make([]byte, 64<<10), oob: make([]byte, unix.CmsgSpace(4*4))}
+	rd := &frameLoop{c: c, h: h, accept: acceptFDs, yield: yield, ended: ended,
+		buf: make([]byte, max(64<<10, 2*len(c.leftover))), oob: make([]byte, unix.CmsgSpace(4*4))}
+	rd.w = copy(rd.buf, c.leftover) // a stream carried on from another image: its unread start
+	c.leftover = nil
+	return rd
 }
 
 // pipelineFrames is the batch size from which yield's work runs beside a
@@ -622,9 +671,18 @@ func (rd *frameLoop) fill() (end bool, err error) {
 			rd.buf = nb
 		}
 	}
+	if c.pausing.Load() {
+		return true, c.pause(rd)
+	}
 	n, oobn, _, _, err := c.uc.ReadMsgUnix(rd.buf[rd.w:], rd.oob)
+	if n < 0 {
+		n = 0 // the netpoller reports -1 with an error
+	}
 	if n > 0 {
 		c.lastRecv.Store(int64(time.Since(epoch)))
+	}
+	if n == 0 && c.pausing.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+		return true, c.pause(rd)
 	}
 	if oobn > 0 {
 		c.takeRights(rd.oob[:oobn], rd.accept)
@@ -639,6 +697,13 @@ func (rd *frameLoop) fill() (end bool, err error) {
 		return true, nil
 	}
 	return err != nil, err
+}
+
+// pause stops the loop for Detach, keeping the unread bytes.
+func (c *Conn) pause(rd *frameLoop) error {
+	c.leftover = append([]byte(nil), rd.buf[rd.r:rd.w]...)
+	close(c.paused)
+	return ErrPaused
 }
 
 // countIn adds frames handed out by ReadLoop to the statistics, once per

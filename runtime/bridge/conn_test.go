@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -597,5 +598,84 @@ func TestReadLoopLends(t *testing.T) {
 				t.Fatalf("work ran %d times, want 1", works.Load())
 			}
 		})
+	}
+}
+
+// TestConnDetach: a stream carried from one Conn to another (an in-place
+// upgrade hands sockets to a new image) loses nothing and repeats nothing:
+// the old read loop stops at a frame boundary, the bytes of a frame begun
+// go with the socket, and the new Conn hands out the rest in order.
+func TestConnDetach(t *testing.T) {
+	a, b := newPair(t, 0)
+	defer a.Close()
+	frame := func(n byte) []byte {
+		h, s := AppendTellHeader(nil, "", "t")
+		return FinishFrame(append(h, n, n, n), s)
+	}
+	var mu sync.Mutex
+	var got []byte
+	handler := func(k Kind, body []byte) error {
+		m, err := ParseMessage(k, body)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		got = append(got, m.Payload[0])
+		mu.Unlock()
+		return nil
+	}
+	done := readLoop(b, handler, false)
+	third := frame(3)
+	if err := a.Send(raw(append(append(frame(1), frame(2)...), third[:4]...))); err != nil {
+		t.Fatal(err)
+	}
+	a.Flush()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+		<-tick.C
+	}
+	<-time.After(10 * time.Millisecond) // the tail of frame 3 is in b's buffer by now
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f, leftover, err := b.Detach(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, ErrPaused) {
+		t.Fatalf("the detached read loop ended with %v, want ErrPaused", err)
+	}
+	if string(leftover) != string(third[:4]) {
+		t.Fatalf("leftover %x, want the 4 bytes of frame 3 sent so far %x", leftover, third[:4])
+	}
+	nc := NewConnWith(unixConn(t, f), 0, leftover)
+	defer nc.Close()
+	if err := a.Send(raw(append(third[4:], frame(4)...))); err != nil {
+		t.Fatal(err)
+	}
+	done2 := readLoop(nc, handler, false)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == 4 {
+			break
+		}
+		<-tick.C
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if string(got) != "\x01\x02\x03\x04" {
+		t.Fatalf("frames handed out %v, want 1 2 3 4 once each", got)
+	}
+	a.Close()
+	if err := <-done2; err != nil {
+		t.Fatalf("the new read loop ended with %v, want a clean EOF", err)
 	}
 }

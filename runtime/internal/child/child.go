@@ -89,11 +89,20 @@ func Run(cookieHex string, cfg Config) int {
 	if cfg.LoanLimit <= 0 {
 		cfg.LoanLimit = time.Second
 	}
+	// The parent-death signal fires when the *thread* that forked this
+	// child ends. That is the host's death, unless the host only exec'd a
+	// new image of itself (an in-place upgrade) from another thread: then
+	// this process still has the same parent. Only a changed parent is a
+	// dead host; EOF on the bridge is the authoritative sign anyway.
+	host := unix.Getppid()
 	death := make(chan os.Signal, 1)
 	signal.Notify(death, bridge.DeathSignal)
 	go func() {
-		<-death
-		killGroupAndExit()
+		for range death {
+			if unix.Getppid() != host {
+				killGroupAndExit()
+			}
+		}
 	}()
 	// The host's Reload reaches the worker over the bridge; a hangup of
 	// a terminal must not end it.
