@@ -22,10 +22,30 @@ const ReplyID = "$reply"
 type RemoteError struct {
 	Target string
 	Reason string
+	Err    error // a sentinel the failure is, when there is one (ErrReattached)
 }
 
 func (e *RemoteError) Error() string {
 	return fmt.Sprintf("bridge: request to %q failed on the far side: %s", e.Target, e.Reason)
+}
+
+// Unwrap returns Err.
+func (e *RemoteError) Unwrap() error { return e.Err }
+
+// ErrReattached is what requests in flight to the host fail with when a
+// new image of the host carried the bridge on (an in-place upgrade): the
+// actors they went to are gone, so no answer comes.
+var ErrReattached = errors.New("bridge: the host was replaced by a new image of itself; requests in flight to it are lost")
+
+// Reattached fails every pending request with ErrReattached.
+func (e *Endpoint) Reattached() {
+	e.mu.Lock()
+	pending := e.pending
+	e.pending = map[uint32]pendingRequest{}
+	e.mu.Unlock()
+	for _, r := range pending {
+		e.system.Root.Send(r.sender, &RemoteError{Target: r.target, Reason: ErrReattached.Error(), Err: ErrReattached})
+	}
 }
 
 // Endpoint connects an actor system to the far side of a Conn. It is an

@@ -27,10 +27,11 @@ const (
 	KindTerminate Kind = 11 // host → child: stop by this deadline
 	KindActivity  Kind = 12 // child → host: what the worker is doing now (text), coalesced
 	KindReload    Kind = 13 // host → child: reload the configuration (SIGHUP)
-	kindMax       Kind = 13
+	KindReattach  Kind = 14 // host → child: a new image of the host carries the bridge on; requests in flight are lost
+	kindMax       Kind = 14
 )
 
-var kindNames = [...]string{"", "hello", "welcome", "idle", "assign", "ready", "tell", "request", "response", "heartbeat", "goodbye", "terminate", "activity", "reload"}
+var kindNames = [...]string{"", "hello", "welcome", "idle", "assign", "ready", "tell", "request", "response", "heartbeat", "goodbye", "terminate", "activity", "reload", "reattach"}
 
 func (k Kind) String() string {
 	if k >= 1 && k <= kindMax {

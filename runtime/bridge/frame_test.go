@@ -192,7 +192,7 @@ func TestKindString(t *testing.T) {
 	want := map[Kind]string{
 		0: "kind(0)", KindHello: "hello", KindWelcome: "welcome", KindIdle: "idle", KindAssign: "assign",
 		KindReady: "ready", KindTell: "tell", KindRequest: "request", KindResponse: "response",
-		KindHeartbeat: "heartbeat", KindGoodbye: "goodbye", KindTerminate: "terminate", KindActivity: "activity", KindReload: "reload", 14: "kind(14)", 255: "kind(255)",
+		KindHeartbeat: "heartbeat", KindGoodbye: "goodbye", KindTerminate: "terminate", KindActivity: "activity", KindReload: "reload", KindReattach: "reattach", 15: "kind(15)", 255: "kind(255)",
 	}
 	for k, w := range want {
 		if got := k.String(); got != w {
@@ -221,6 +221,7 @@ func allFrames() [][]byte {
 		AppendTerminate(nil, 12345),
 		AppendActivity(nil, 12345, "copying batch 17"),
 		AppendEmpty(nil, KindReload),
+		AppendEmpty(nil, KindReattach),
 	}
 }
 
@@ -272,7 +273,7 @@ func TestSplitFrameErrors(t *testing.T) {
 		{"zero length", header(0, KindHeartbeat), DefaultMaxFrame, "zero length"},
 		{"zero length, length only", []byte{0, 0, 0, 0}, DefaultMaxFrame, "zero length"},
 		{"kind 0", header(1, 0), DefaultMaxFrame, "kind(0) frame: unknown kind"},
-		{"kind 14", header(1, 14), DefaultMaxFrame, "kind(14) frame: unknown kind"},
+		{"kind 15", header(1, 15), DefaultMaxFrame, "kind(15) frame: unknown kind"},
 		{"kind 255, body not yet there", header(100, 255), DefaultMaxFrame, "kind(255) frame: unknown kind"},
 	}
 	for _, tt := range tests {
@@ -522,7 +523,7 @@ func FuzzSplitFrame(f *testing.F) {
 				if n < HeaderLen || n > len(buf) || n-HeaderLen > maxFrame || len(body) != n-HeaderLen {
 					t.Fatalf("SplitFrame consumed %d of %d bytes with a %d-byte body (cap %d)", n, len(buf), len(body), maxFrame)
 				}
-				if k < KindHello || k > KindReload || k != Kind(buf[4]) {
+				if k < KindHello || k > KindReattach || k != Kind(buf[4]) {
 					t.Fatalf("SplitFrame returned kind %v for byte %d", k, buf[4])
 				}
 				if int(binary.LittleEndian.Uint32(buf)) != n-4 || !bytes.Equal(body, buf[HeaderLen:n]) {
@@ -604,8 +605,8 @@ func TestStageTable(t *testing.T) {
 		HostIdle:          {KindHeartbeat},
 		HostAssigned:      {KindHeartbeat, KindReady, KindActivity, KindGoodbye, KindTell, KindRequest, KindResponse},
 		ChildAwaitWelcome: {KindWelcome},
-		ChildAwaitAssign:  {KindAssign, KindTerminate, KindHeartbeat},
-		ChildAssigned:     {KindTell, KindRequest, KindResponse, KindTerminate, KindReload, KindHeartbeat},
+		ChildAwaitAssign:  {KindAssign, KindTerminate, KindHeartbeat, KindReattach},
+		ChildAssigned:     {KindTell, KindRequest, KindResponse, KindTerminate, KindReload, KindHeartbeat, KindReattach},
 	}
 	for st := HostAwaitHello; st <= stageMax; st++ {
 		for k := Kind(0); k <= kindMax+1; k++ {

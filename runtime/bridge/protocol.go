@@ -9,9 +9,9 @@ import "fmt"
 //
 //	host side                        child side
 //	HostAwaitHello  ← Hello          ChildAwaitWelcome ← Welcome
-//	HostAwaitIdle   ← Idle           ChildAwaitAssign  ← Assign, Terminate
+//	HostAwaitIdle   ← Idle           ChildAwaitAssign  ← Assign, Terminate, Reattach
 //	HostIdle        (waits for its   ChildAssigned     ← Tell, Request, Response,
-//	                 Assign)                             Terminate, Reload
+//	                 Assign)                             Terminate, Reload, Reattach
 //	HostAssigned    ← Ready, Activity, Goodbye,
 //	                  Tell, Request, Response
 //
@@ -65,8 +65,8 @@ var legal = [stageMax + 1]kindSet{
 	HostIdle:          kinds(KindHeartbeat),
 	HostAssigned:      kinds(KindHeartbeat, KindReady, KindActivity, KindGoodbye, KindTell, KindRequest, KindResponse),
 	ChildAwaitWelcome: kinds(KindWelcome),
-	ChildAwaitAssign:  kinds(KindAssign, KindTerminate, KindHeartbeat),
-	ChildAssigned:     kinds(KindTell, KindRequest, KindResponse, KindTerminate, KindReload, KindHeartbeat),
+	ChildAwaitAssign:  kinds(KindAssign, KindTerminate, KindHeartbeat, KindReattach),
+	ChildAssigned:     kinds(KindTell, KindRequest, KindResponse, KindTerminate, KindReload, KindHeartbeat, KindReattach),
 }
 
 // Allows reports whether a side in stage s may receive a frame of kind k.

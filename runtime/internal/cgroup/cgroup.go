@@ -478,6 +478,9 @@ func (m *Manager) NewLeaf(name string) (*Leaf, error) {
 // Path returns the leaf's directory.
 func (l *Leaf) Path() string { return l.path }
 
+// Name returns the leaf's name in its subtree.
+func (l *Leaf) Name() string { return l.name }
+
 // OpenDir opens the leaf's directory for syscall.SysProcAttr.CgroupFD (with
 // UseCgroupFD: clone3 with CLONE_INTO_CGROUP starts the child inside the
 // leaf, so nothing it does runs outside it). Close it after the start.

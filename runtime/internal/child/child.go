@@ -285,6 +285,14 @@ func (c *child) read() {
 			}
 			c.terminate(deadline)
 			return nil
+		case bridge.KindReattach:
+			if err := bridge.ParseEmpty(k, body); err != nil {
+				return err
+			}
+			if c.ep != nil {
+				c.ep.Reattached()
+			}
+			return nil
 		case bridge.KindReload:
 			if err := bridge.ParseEmpty(k, body); err != nil {
 				return err

@@ -23,7 +23,11 @@ const outputDrain = 200 * time.Millisecond
 // so a child that floods output never blocks on a full pipe.
 func (p *proc) output(r *os.File) {
 	defer close(p.outDone)
-	defer r.Close()
+	defer func() {
+		if !p.detaching.Load() {
+			r.Close()
+		}
+	}()
 	log := p.l.env.Log
 	br := bufio.NewReaderSize(r, 4096)
 	const maxLine = 4096
@@ -56,6 +60,9 @@ func (p *proc) output(r *os.File) {
 			log.LogAttrs(context.Background(), level, msg, attrs...)
 		}
 		if err != nil {
+			if p.detaching.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+				return // detached: the pipe goes on in the next image
+			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
 				log.Debug("runtime: child output", "pid", p.pid, "err", err)
 			}

@@ -42,10 +42,11 @@ type Config struct {
 
 // Launcher is the production launch.Launcher: children are real processes.
 type Launcher struct {
-	env  launch.Env
-	cfg  Config
-	reqs chan uint64
-	done chan struct{} // closed when the spawner has ended
+	env   launch.Env
+	cfg   Config
+	reqs  chan uint64
+	execs chan execRequest // Exec's requests, served by the spawner
+	done  chan struct{}    // closed when the spawner has ended
 
 	procs sync.Map // id → *proc, from spawn until reported exited
 	acc   struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 }
@@ -58,7 +59,8 @@ func New(env launch.Env, cfg Config) *Launcher {
 	if cfg.Queue <= 0 {
 		cfg.Queue = 256
 	}
-	l := &Launcher{env: env, cfg: cfg, reqs: make(chan uint64, cfg.Queue), done: make(chan struct{}), liveStop: make(chan struct{})}
+	l := &Launcher{env: env, cfg: cfg, reqs: make(chan uint64, cfg.Queue), execs: make(chan execRequest),
+		done: make(chan struct{}), liveStop: make(chan struct{})}
 	env.System.ProcessRegistry.RegisterAddressResolver(l.resolveReply)
 	go l.spawner()
 	env.Go("liveness watchdog", func() { l.watchLiveness(l.liveStop) })
@@ -104,14 +106,22 @@ func (l *Launcher) spawner() {
 	// Never unlocked: when this goroutine ends, its thread ends with it, and
 	// by then every child has been reaped.
 	defer close(l.done)
-	for id := range l.reqs {
-		p, err := l.start(id)
-		if err != nil {
-			l.env.Reporter.Spawned(id, nil, err)
-			continue
+	for {
+		select {
+		case id, ok := <-l.reqs:
+			if !ok {
+				return
+			}
+			p, err := l.start(id)
+			if err != nil {
+				l.env.Reporter.Spawned(id, nil, err)
+				continue
+			}
+			l.env.Reporter.Spawned(id, p, nil)
+			close(p.reported)
+		case r := <-l.execs:
+			r.run() // returns only if the exec failed
 		}
-		l.env.Reporter.Spawned(id, p, nil)
-		close(p.reported)
 	}
 }
 
@@ -121,8 +131,8 @@ func (l *Launcher) spawner() {
 type proc struct {
 	id     uint64
 	l      *Launcher
-	cmd    *exec.Cmd
-	pid    int
+	process *os.Process // signalled and reaped through its pidfd
+	pid     int
 	pidfd  *os.File // pollable: readable once the process has exited
 	conn   *bridge.Conn
 	ep     *bridge.Endpoint
@@ -149,8 +159,10 @@ type proc struct {
 	oom      atomic.Bool   // the kernel OOM-killed in its leaf (read before the leaf is killed)
 
 	readerDone chan struct{}
+	reaperDone chan struct{}
 	exited     chan struct{} // closed once the process has exited (before the reap)
 	outDone    chan struct{}
+	detaching  atomic.Bool // Detach is handing the child to a new image: its goroutines stop without ending it
 }
 
 func (p *proc) ID() uint64              { return p.id }
@@ -173,7 +185,7 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 	}
 	defer outW.Close()
 	p = &proc{id: id, l: l, goodbye: -1, tail: newTail(32), reported: make(chan struct{}),
-		readerDone: make(chan struct{}), exited: make(chan struct{}), outDone: make(chan struct{})}
+		readerDone: make(chan struct{}), reaperDone: make(chan struct{}), exited: make(chan struct{}), outDone: make(chan struct{})}
 	if _, err := rand.Read(p.cookie[:]); err != nil {
 		parentEnd.Close()
 		outR.Close()
@@ -202,7 +214,7 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 		outR.Close()
 		return nil, fmt.Errorf("proc: spawn: %w", err)
 	}
-	p.cmd, p.pid, p.spawn = cmd, cmd.Process.Pid, time.Now()
+	p.process, p.pid, p.spawn = cmd.Process, cmd.Process.Pid, time.Now()
 	// The child is not reaped until we wait for it, so its pid cannot be
 	// reused before this pidfd refers to it.
 	fd, err := unix.PidfdOpen(p.pid, unix.PIDFD_NONBLOCK)
@@ -262,7 +274,7 @@ func (p *proc) Terminate(deadline time.Time) {
 		d = deadline.UnixNano()
 	}
 	_ = p.conn.Send(func(b []byte) []byte { return bridge.AppendTerminate(b, d) })
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.process.Signal(syscall.SIGTERM)
 }
 
 // Reload sends the reload notice.
@@ -343,6 +355,9 @@ func (p *proc) read() {
 			return p.ep.Handle(k, body)
 		}
 	}, false)
+	if errors.Is(err, bridge.ErrPaused) {
+		return // detached: the stream goes on in the next image
+	}
 	p.ep.Close()
 	p.mu.Lock()
 	saidGoodbye := p.goodbye >= 0
@@ -411,15 +426,19 @@ func (p *proc) resolve(target string) (*actor.PID, error) {
 
 // wait reaps the child once it has exited: first kill what is left of its
 // process group (while the zombie still holds the group id), then wait, then
-// report, once.
+// report, once. While the child is being detached it stops without reaping.
 func (p *proc) wait() {
+	defer close(p.reaperDone)
 	rc, err := p.pidfd.SyscallConn()
 	if err == nil {
-		_ = rc.Read(func(fd uintptr) bool {
+		err = rc.Read(func(fd uintptr) bool {
 			var info unix.Siginfo
 			err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
 			return err != nil || info.Signo != 0 // exited (or cannot tell): stop waiting
 		})
+	}
+	if err != nil && p.detaching.Load() {
+		return // woken by Detach: the child lives on, in the next image
 	}
 	close(p.exited)
 	p.Kill()
@@ -427,7 +446,7 @@ func (p *proc) wait() {
 	p.mu.Lock()
 	p.reaped = true // from here on no signal is sent
 	p.mu.Unlock()
-	_ = p.cmd.Wait()
+	ps, werr := p.process.Wait()
 	p.removeLeaf()
 	p.pidfd.Close()
 	// The socket reaches EOF when the child is gone; give the reader a
@@ -459,7 +478,13 @@ func (p *proc) wait() {
 	goodbye := p.goodbye
 	p.mu.Unlock()
 	<-p.reported // the spawn is reported before the exit
-	st := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	var st syscall.WaitStatus
+	if werr == nil {
+		st = ps.Sys().(syscall.WaitStatus)
+	} else {
+		st = syscall.WaitStatus(syscall.SIGKILL) // cannot tell: as killed
+		l.env.Log.Warn("runtime: could not reap a child", "pid", p.pid, "err", werr)
+	}
 	l.env.Reporter.Exited(p, launch.Exit{Status: st, Goodbye: goodbye, At: time.Now(), Tail: p.tail.String(),
 		OOM: p.oom.Load() && st.Signaled() && st.Signal() == syscall.SIGKILL})
 }

@@ -1,0 +1,204 @@
+package proc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/runtime/internal/launch"
+)
+
+// Handing children to a new image of the host (an in-place upgrade): the
+// host exec's itself, same pid, so its children stay its children; their
+// sockets and output pipes go across as inherited descriptors, and the new
+// image's launcher adopts them. Detach stops the goroutines that serve each
+// child without ending it; Adopt starts them again in the new image; Exec
+// runs the new image from the spawner's own thread.
+
+// ChildState is one child as Detach hands it over.
+type ChildState struct {
+	ID       uint64
+	PID      int
+	Sock     int    // the bridge socket's descriptor, inheritable
+	Out      int    // the output pipe's read end, inheritable
+	Leftover []byte // bytes read from the socket after the last whole frame
+	Goodbye  int    // the code its goodbye announced; -1 = none
+	Name     string // the worker it runs; "" while idle
+	Assigned bool
+	Connect  bool
+	Spawned  time.Time
+	Tail     []string
+	Stats    [4]uint64 // frames in, frames out, bytes in, bytes out
+	Leaf     string    // its cgroup leaf's name; "" without
+}
+
+// State is every child handed over, and the traffic of those already gone.
+type State struct {
+	Children []ChildState
+	Acc      [4]uint64
+}
+
+// Detach stops serving every child without ending any: each read loop
+// pauses at a frame boundary, queued frames are written, the reapers and
+// output readers stop. It clears close-on-exec on the descriptors the
+// children's states name, and keeps them open in files (which the caller
+// keeps referenced until exec). A child that exits meanwhile is reaped and
+// reported as usual, and is not in the state. After Detach the launcher
+// serves no child; Close it only if the exec fails and the state was
+// adopted again.
+func (l *Launcher) Detach(ctx context.Context) (State, []*os.File, error) {
+	var st State
+	var keep []*os.File
+	var errs []error
+	l.procs.Range(func(_, v any) bool {
+		p := v.(*proc)
+		cs, files, err := p.detach(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("child %d: %w", p.pid, err))
+			return true
+		}
+		if files != nil {
+			st.Children = append(st.Children, cs)
+			keep = append(keep, files...)
+		}
+		return true
+	})
+	st.Acc = [4]uint64{l.acc.framesIn.Load(), l.acc.framesOut.Load(), l.acc.bytesIn.Load(), l.acc.bytesOut.Load()}
+	return st, keep, errors.Join(errs...)
+}
+
+// detach stops serving p; nil files when it exited meanwhile.
+func (p *proc) detach(ctx context.Context) (ChildState, []*os.File, error) {
+	p.detaching.Store(true)
+	p.pidfd.SetReadDeadline(time.Now()) // wakes the reaper
+	<-p.reaperDone
+	p.mu.Lock()
+	reaped := p.reaped
+	p.mu.Unlock()
+	if reaped {
+		return ChildState{}, nil, nil // it exited: its exit is being reported
+	}
+	sock, leftover, err := p.conn.Detach(ctx)
+	if err != nil {
+		return ChildState{}, nil, err
+	}
+	p.out.SetReadDeadline(time.Now()) // wakes the output reader
+	<-p.outDone
+	<-p.readerDone
+	p.pidfd.Close()
+	p.l.procs.Delete(p.id)
+	for _, f := range []*os.File{sock, p.out} {
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
+			return ChildState{}, nil, fmt.Errorf("clear close-on-exec: %w", err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cs := ChildState{ID: p.id, PID: p.pid, Sock: int(sock.Fd()), Out: int(p.out.Fd()), Leftover: leftover,
+		Goodbye: p.goodbye, Name: p.name, Assigned: p.assigned.Load(), Connect: p.connect.Load(), Spawned: p.spawn,
+		Tail: p.tail.lines, Stats: [4]uint64{p.conn.Stats.FramesIn.Load(), p.conn.Stats.FramesOut.Load(),
+			p.conn.Stats.BytesIn.Load(), p.conn.Stats.BytesOut.Load()}}
+	if p.leaf != nil {
+		cs.Leaf = p.leaf.Name()
+	}
+	return cs, []*os.File{sock, p.out}, nil
+}
+
+// Adopt starts a launcher, as New does, that serves the children of st:
+// they run on, with their sockets, pipes and cgroup leaves, and are
+// reaped by this image.
+func Adopt(env launch.Env, cfg Config, st State) (*Launcher, []launch.Child, error) {
+	l := New(env, cfg)
+	l.acc.framesIn.Store(st.Acc[0])
+	l.acc.framesOut.Store(st.Acc[1])
+	l.acc.bytesIn.Store(st.Acc[2])
+	l.acc.bytesOut.Store(st.Acc[3])
+	var kids []launch.Child
+	for _, cs := range st.Children {
+		p, err := l.adopt(cs)
+		if err != nil {
+			return l, kids, fmt.Errorf("proc: adopt child %d: %w", cs.PID, err)
+		}
+		kids = append(kids, p)
+	}
+	return l, kids, nil
+}
+
+func (l *Launcher) adopt(cs ChildState) (*proc, error) {
+	p := &proc{id: cs.ID, l: l, pid: cs.PID, spawn: cs.Spawned, goodbye: cs.Goodbye, name: cs.Name, tail: newTail(32),
+		reported: make(chan struct{}), readerDone: make(chan struct{}), reaperDone: make(chan struct{}),
+		exited: make(chan struct{}), outDone: make(chan struct{}), welcomed: true}
+	close(p.reported) // the postmaster knows it from its own state
+	p.tail.lines = append(p.tail.lines, cs.Tail...)
+	p.assigned.Store(cs.Assigned)
+	p.connect.Store(cs.Connect)
+	p.watched.Store(true)
+	sockFile := os.NewFile(uintptr(cs.Sock), "bridge")
+	nc, err := net.FileConn(sockFile)
+	sockFile.Close()
+	if err != nil {
+		return nil, fmt.Errorf("bridge socket: %w", err)
+	}
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		nc.Close()
+		return nil, fmt.Errorf("descriptor %d is not a unix socket", cs.Sock)
+	}
+	unix.CloseOnExec(cs.Out)
+	p.out = os.NewFile(uintptr(cs.Out), "output")
+	if p.process, err = os.FindProcess(cs.PID); err != nil {
+		uc.Close()
+		return nil, err
+	}
+	fd, err := unix.PidfdOpen(cs.PID, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("pidfd_open: %w", err)
+	}
+	p.pidfd = os.NewFile(uintptr(fd), "pidfd")
+	if cs.Leaf != "" && l.cfg.Cgroups != nil {
+		p.leaf = l.cfg.Cgroups.Leaf(cs.Leaf)
+	}
+	p.conn = bridge.NewConnWith(uc, l.env.MaxFrame, cs.Leftover)
+	p.conn.WriteTimeout = l.env.HeartbeatTimeout
+	p.conn.Stats.FramesIn.Store(cs.Stats[0])
+	p.conn.Stats.FramesOut.Store(cs.Stats[1])
+	p.conn.Stats.BytesIn.Store(cs.Stats[2])
+	p.conn.Stats.BytesOut.Store(cs.Stats[3])
+	p.ep = bridge.NewEndpoint(p.conn, l.env.System, replyAddress(cs.ID), p.resolve, l.env.Log)
+	l.procs.Store(cs.ID, p)
+	pid := strconv.Itoa(p.pid)
+	l.env.Go("output of child pid "+pid, func() { p.output(p.out) })
+	l.env.Go("bridge reader of child pid "+pid, p.read)
+	l.env.Go("reaper of child pid "+pid, p.wait)
+	// Requests the worker sent before the exec were to actors of the
+	// image that is gone: tell it, so that it fails them at once.
+	_ = p.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReattach) })
+	return p, nil
+}
+
+// Exec replaces this process's image with path, from the spawner's thread:
+// the children's parent-death signal follows the thread that forked them,
+// and that thread lives on as the new image's. It returns only if the exec
+// failed.
+func (l *Launcher) Exec(path string, argv, env []string) error {
+	reply := make(chan error, 1)
+	l.execs <- execRequest{path: path, argv: argv, env: env, reply: reply}
+	return <-reply
+}
+
+type execRequest struct {
+	path      string
+	argv, env []string
+	reply     chan error
+}
+
+func (r execRequest) run() { r.reply <- syscall.Exec(r.path, r.argv, r.env) }
