@@ -129,16 +129,16 @@ func (l *Launcher) spawner() {
 // reaper, output) report through the Reporter and share only what is
 // behind mu or atomic.
 type proc struct {
-	id     uint64
-	l      *Launcher
+	id      uint64
+	l       *Launcher
 	process *os.Process // signalled and reaped through its pidfd
 	pid     int
-	pidfd  *os.File // pollable: readable once the process has exited
-	conn   *bridge.Conn
-	ep     *bridge.Endpoint
-	cookie [bridge.CookieLen]byte
-	spawn  time.Time
-	out    *os.File // read end of the output pipe
+	pidfd   *os.File // pollable: readable once the process has exited
+	conn    *bridge.Conn
+	ep      *bridge.Endpoint
+	cookie  [bridge.CookieLen]byte
+	spawn   time.Time
+	out     *os.File // read end of the output pipe
 
 	mu       sync.Mutex
 	reaped   bool
