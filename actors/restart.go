@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -242,3 +243,68 @@ func (b *Backoff) Attempt() int { return b.attempt }
 
 // Reset forgets the consecutive failures (not the intensity history).
 func (b *Backoff) Reset() { b.attempt = 0 }
+
+// BackoffState is a Backoff's history, for carrying it into a new image of
+// the host (an in-place upgrade).
+type BackoffState struct {
+	Attempt int         // consecutive failed runs
+	Ring    []time.Time // the recent restart times, as kept
+	Head, N int
+}
+
+// State returns the backoff's history.
+func (b *Backoff) State() BackoffState {
+	return BackoffState{Attempt: b.attempt, Ring: slices.Clone(b.ring), Head: b.head, N: b.n}
+}
+
+// RestoreBackoff returns the restart state of a worker with policy and
+// intensity (as NewBackoff) carrying on from st. A history that does not
+// fit the intensity (another MaxRestarts) is kept as far as it fits.
+func RestoreBackoff(policy Restart, in Intensity, st BackoffState) *Backoff {
+	b := NewBackoff(policy, in)
+	b.attempt = st.Attempt
+	if len(b.ring) == len(st.Ring) && st.Head >= 0 && st.Head < max(len(b.ring), 1) && st.N >= 0 && st.N <= len(b.ring) {
+		copy(b.ring, st.Ring)
+		b.head, b.n = st.Head, st.N
+	}
+	return b
+}
+
+// RestartState describes a restart policy as data, for carrying a dynamic
+// worker's spec into a new image of the host.
+type RestartState struct {
+	Kind        string        // "default", "fixed", "never" or "exponential"
+	Interval    time.Duration // with fixed
+	Exponential Exponential   // with exponential
+}
+
+// DescribeRestart returns r as data.
+func DescribeRestart(r Restart) RestartState {
+	switch p := r.(type) {
+	case nil:
+		return RestartState{Kind: "default"}
+	case fixed:
+		return RestartState{Kind: "fixed", Interval: time.Duration(p)}
+	case never:
+		return RestartState{Kind: "never"}
+	case Exponential:
+		return RestartState{Kind: "exponential", Exponential: p}
+	}
+	return RestartState{Kind: "unknown"}
+}
+
+// Restart returns the policy st describes, or an error for one it does
+// not know.
+func (st RestartState) Restart() (Restart, error) {
+	switch st.Kind {
+	case "default":
+		return nil, nil
+	case "fixed":
+		return Fixed(st.Interval), nil
+	case "never":
+		return NeverRestart, nil
+	case "exponential":
+		return st.Exponential, nil
+	}
+	return nil, fmt.Errorf("actors: unknown restart policy %q", st.Kind)
+}

@@ -44,8 +44,13 @@ func (p Phase) String() string {
 // MarshalText encodes the phase by name.
 func (p Phase) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
-// UnmarshalText decodes a phase by name.
+// UnmarshalText decodes a phase by name; "none" is the zero Phase, as
+// MarshalText writes it.
 func (p *Phase) UnmarshalText(b []byte) error {
+	if string(b) == "none" {
+		*p = 0
+		return nil
+	}
 	v, err := Parse(string(b))
 	if err != nil {
 		return err

@@ -79,8 +79,13 @@ type Config struct {
 	NoCgroups bool
 	// HandleSignals makes the runtime own SIGTERM, SIGINT and SIGQUIT and
 	// map them to smart, fast and immediate shutdown, as PostgreSQL's
-	// postmaster does, and SIGHUP to Reload.
+	// postmaster does, SIGHUP to Reload, and SIGUSR2 to Upgrade (the
+	// binary as it is on disk now).
 	HandleSignals bool
+	// Version is the running build's version, as GET /version and
+	// bgworker_build_info report it. Empty = the binary's own (its module
+	// version or VCS revision).
+	Version string
 }
 
 func (c *Config) defaults() error {
@@ -104,6 +109,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Version == "" {
+		c.Version = buildVersion()
 	}
 	if c.WarmPool == 0 {
 		c.WarmPool = 2

@@ -51,7 +51,7 @@ func classify(c exitCause) Exit {
 	}
 	if cause != "" {
 		ex.Reason = cause
-		ex.Crash = cause != ReasonShutdown && cause != ReasonGroupReset && cause != ReasonKilled
+		ex.Crash = cause != ReasonShutdown && cause != ReasonGroupReset && cause != ReasonKilled && cause != ReasonRolled
 		return ex
 	}
 	switch {
@@ -92,6 +92,7 @@ type exitSituation struct {
 	shm         bool // a member of the shared-memory group
 	groupFailed bool // the group is given up (resets past GroupResetIntensity)
 	critical    bool // losing it for good shuts the runtime down
+	rolled      bool // Roll stopped it to start it on the new code
 }
 
 // exitDecision is what follows a run's end.
@@ -130,6 +131,11 @@ type exitDecision struct {
 func decideExit(ex Exit, sit exitSituation, b *actors.Backoff, now time.Time, rnd float64) exitDecision {
 	if sit.shutdown || sit.stopReq {
 		return exitDecision{to: Stopped}
+	}
+	if sit.rolled && ex.Reason == ReasonRolled {
+		// Stopped to run the new code: started again at once, not charged;
+		// the roll queues it (a shared-memory group once all are down).
+		return exitDecision{to: Pending, hold: true}
 	}
 	if sit.shm {
 		switch {

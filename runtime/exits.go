@@ -57,7 +57,7 @@ func (pm *postmaster) afterExit(s *slot, ex Exit) {
 	}
 	pm.obs.exited(s, ex)
 	sit := exitSituation{stopping: s.state == Stopping, stopReq: s.stopReq, shutdown: pm.shutdown != 0,
-		shm: s.spec.SharedMemory, groupFailed: pm.group.failed, critical: s.spec.Critical}
+		shm: s.spec.SharedMemory, groupFailed: pm.group.failed, critical: s.spec.Critical, rolled: pm.rolled(s)}
 	if sit.shm && ex.Crash && !sit.shutdown && !sit.stopReq && ex.Reason != ReasonGroupReset {
 		sit.groupFailed = !pm.beginReset(s)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	goruntime "runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -33,7 +34,12 @@ func (rt *Runtime) Addr() string {
 	return rt.http.ln.Addr().String()
 }
 
-func (rt *Runtime) startHTTP() (*httpServer, error) {
+// startHTTP serves the endpoint on ln, or on a listener of its own at
+// Config.HTTPAddr when ln is nil (ln is an upgrade's, handed across exec).
+func (rt *Runtime) startHTTP(ln net.Listener) (*httpServer, error) {
+	if ln != nil {
+		return rt.serveHTTP(ln), nil
+	}
 	host, _, err := net.SplitHostPort(rt.cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: HTTPAddr %q: %v", ErrInvalidConfig, rt.cfg.HTTPAddr, err)
@@ -44,10 +50,15 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 			return nil, fmt.Errorf("%w: HTTPAddr %q is not a loopback address; set AllowPublicHTTP to serve metrics beyond this machine", ErrInvalidConfig, rt.cfg.HTTPAddr)
 		}
 	}
-	ln, err := net.Listen("tcp", rt.cfg.HTTPAddr)
+	ln, err = net.Listen("tcp", rt.cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("runtime: http: %w", err)
 	}
+	return rt.serveHTTP(ln), nil
+}
+
+// serveHTTP serves the endpoint's routes on ln.
+func (rt *Runtime) serveHTTP(ln net.Listener) *httpServer {
 	g := rt.metrics.gatherer // Config.Registry, or the runtime's own
 	mux := http.NewServeMux()
 	events := newEventHub(rt, eventQueue)
@@ -100,6 +111,14 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(struct {
+			Version  string `json:"version"`
+			Go       string `json:"go"`
+			Upgrades uint64 `json:"upgrades"`
+		}{rt.cfg.Version, goruntime.Version(), uint64(counterValue(rt.metrics.upgrades))})
+	})
 	rt.addRoutes(mux)
 	h := &httpServer{ln: ln, events: events, done: make(chan struct{}), srv: &http.Server{
 		Handler:           mux,
@@ -114,7 +133,7 @@ func (rt *Runtime) startHTTP() (*httpServer, error) {
 			rt.log.Error("runtime: http", "err", err)
 		}
 	}()
-	return h, nil
+	return h
 }
 
 func (h *httpServer) close() {

@@ -12,11 +12,15 @@ import (
 // worker's exit code; it never returns. Child mode needs both the marker
 // in the environment and a bridge socket on fd 3 that completes the
 // handshake; a binary started by hand with only the marker prints a short
-// refusal and exits with code 64.
+// refusal and exits with code 64. Run by an in-place upgrade to check the
+// running host's state, it says whether it can adopt it and exits.
 func Main() { mainWith(child.Config{}) }
 
 func mainWith(cfg child.Config) {
 	if cookie, ok := child.Cookie(); ok {
 		os.Exit(child.Run(cookie, cfg))
+	}
+	if _, ok := os.LookupEnv(envUpgradeCheck); ok {
+		checkMode() // an upgrade checks, before its exec, that this binary can adopt the state
 	}
 }

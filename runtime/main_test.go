@@ -49,6 +49,7 @@ var roles = map[string]func() int{
 	"pmt_signals":       pmtSignalsRole,
 	"pmt_pause":         pmtPauseRole,
 	"postmaster-escape": postmasterEscapeRole,
+	"pmt_upgrade":       pmtUpgradeRole,
 }
 
 var rolesUsed sync.Map
@@ -82,7 +83,9 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "runtime tests: unknown role %q\n", role)
 			os.Exit(2)
 		}
-		os.Unsetenv("RTTEST_ROLE")
+		// RTTEST_ROLE stays set: a role that upgrades in place exec's
+		// itself and must come back as the same role. (Its children are
+		// children first: Main runs them before any role.)
 		os.Exit(fn())
 	}
 	if os.Getenv("RTTEST_RUN") == "" {

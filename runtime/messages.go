@@ -56,7 +56,21 @@ type (
 		mode  phases.ShutdownMode
 		cause error
 	}
-	msgFunc struct{ fn func(pm *postmaster) } // runs fn inside the postmaster (tests)
+	msgFunc struct{ fn func(pm *postmaster) } // runs fn inside the postmaster (tests, snapshots)
+	// The in-place upgrade's: quiet the postmaster (answered once nothing
+	// is under way), carry on after an upgrade that did not happen, adopt
+	// an earlier image's state, and roll the workers onto the new code.
+	msgUpgradeQuiesce struct{ reply chan error }
+	msgUpgradeResume  struct{}
+	msgAdopt          struct {
+		st    *upgradeState
+		kids  []launch.Child
+		reply chan error
+	}
+	msgRoll struct {
+		policy RollPolicy
+		reply  chan error
+	}
 )
 
 // The postmaster's own: the next server-loop iteration, and its timers.
@@ -93,25 +107,29 @@ type (
 	}
 )
 
-func (msgStart) pmMsg()       {}
-func (msgAdvance) pmMsg()     {}
-func (msgStartWorker) pmMsg() {}
-func (msgStop) pmMsg()        {}
-func (msgPing) pmMsg()        {}
-func (msgWait) pmMsg()        {}
-func (msgUnwait) pmMsg()      {}
-func (msgWatch) pmMsg()       {}
-func (msgReload) pmMsg()      {}
-func (msgShutdown) pmMsg()    {}
-func (msgFunc) pmMsg()        {}
-func (msgTick) pmMsg()        {}
-func (msgTimer) pmMsg()       {}
-func (msgSpawned) pmMsg()     {}
-func (msgIdle) pmMsg()        {}
-func (msgReady) pmMsg()       {}
-func (msgActivity) pmMsg()    {}
-func (msgFault) pmMsg()       {}
-func (msgExited) pmMsg()      {}
+func (msgStart) pmMsg()          {}
+func (msgAdvance) pmMsg()        {}
+func (msgStartWorker) pmMsg()    {}
+func (msgStop) pmMsg()           {}
+func (msgPing) pmMsg()           {}
+func (msgWait) pmMsg()           {}
+func (msgUnwait) pmMsg()         {}
+func (msgWatch) pmMsg()          {}
+func (msgReload) pmMsg()         {}
+func (msgShutdown) pmMsg()       {}
+func (msgFunc) pmMsg()           {}
+func (msgUpgradeQuiesce) pmMsg() {}
+func (msgUpgradeResume) pmMsg()  {}
+func (msgAdopt) pmMsg()          {}
+func (msgRoll) pmMsg()           {}
+func (msgTick) pmMsg()           {}
+func (msgTimer) pmMsg()          {}
+func (msgSpawned) pmMsg()        {}
+func (msgIdle) pmMsg()           {}
+func (msgReady) pmMsg()          {}
+func (msgActivity) pmMsg()       {}
+func (msgFault) pmMsg()          {}
+func (msgExited) pmMsg()         {}
 
 type timerKind uint8
 

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/bgworker/bgworker/runtime/internal/launch"
 )
@@ -34,6 +35,8 @@ type metrics struct {
 	idleLost     prometheus.Counter
 	poolTarget   prometheus.Gauge
 
+	upgrades          prometheus.Counter
+	buildInfo         *prometheus.GaugeVec
 	resets            prometheus.Counter
 	resetSeconds      prometheus.Histogram
 	segmentBytes      prometheus.Gauge
@@ -90,6 +93,12 @@ func newMetrics(rt *Runtime, reg *prometheus.Registry) *metrics {
 	m.poolTarget = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: "pool", Name: "target_children",
 		Help: "Config.WarmPool."})
 	m.poolTarget.Set(float64(rt.cfg.WarmPool))
+	m.upgrades = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "upgrades_total",
+		Help: "In-place upgrades completed: new images of the host that adopted every worker."})
+	m.buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
+		Help: "The running build: 1, with its version as the label."}, []string{"version"})
+	m.buildInfo.WithLabelValues(rt.cfg.Version).Set(1)
+	reg.MustRegister(m.upgrades, m.buildInfo)
 	reg.MustRegister(m.poolIdle, m.poolStarting, m.idleLost, m.poolTarget)
 	reg.MustRegister(m.resets, m.resetSeconds, m.segmentBytes, m.segmentGeneration)
 	reg.MustRegister(m.workers, m.starts, m.exits, m.crashes, m.restarts, m.backoff, m.readyTime, m.phase, m.pending,
@@ -188,4 +197,59 @@ func (m *metrics) exit(label string, ex Exit) {
 
 func (m *metrics) ready(label string, d time.Duration) {
 	m.readyTime.WithLabelValues(label).Observe(d.Seconds())
+}
+
+// carried lists the counters that an in-place upgrade carries into the new
+// image, by name.
+func (m *metrics) carried() map[string]prometheus.Collector {
+	return map[string]prometheus.Collector{
+		"starts": m.starts, "exits": m.exits, "crashes": m.crashes, "restarts": m.restarts,
+		"protocol_errors": m.protocolErrors, "undeliverable": m.undeliverable, "resets": m.resets,
+		"idle_lost": m.idleLost, "upgrades": m.upgrades,
+	}
+}
+
+// counters returns the values of the carried counters.
+func (m *metrics) counters() []counterState {
+	var out []counterState
+	for name, c := range m.carried() {
+		ch := make(chan prometheus.Metric, 256)
+		go func() { c.Collect(ch); close(ch) }()
+		for pm := range ch {
+			var d dto.Metric
+			if pm.Write(&d) != nil || d.Counter == nil {
+				continue
+			}
+			labels := map[string]string{}
+			for _, lp := range d.Label {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			out = append(out, counterState{Name: name, Labels: labels, Value: d.Counter.GetValue()})
+		}
+	}
+	return out
+}
+
+// restore adds the values of an earlier image's counters.
+func (m *metrics) restore(cs []counterState) {
+	carried := m.carried()
+	for _, c := range cs {
+		switch v := carried[c.Name].(type) {
+		case *prometheus.CounterVec:
+			if ctr, err := v.GetMetricWith(c.Labels); err == nil {
+				ctr.Add(c.Value)
+			}
+		case prometheus.Counter:
+			v.Add(c.Value)
+		}
+	}
+}
+
+// counterValue reads a counter.
+func counterValue(c prometheus.Counter) float64 {
+	var d dto.Metric
+	if c.Write(&d) != nil {
+		return 0
+	}
+	return d.GetCounter().GetValue()
 }

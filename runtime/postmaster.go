@@ -47,6 +47,7 @@ type postmaster struct {
 
 	pool  warmPool
 	group shmGroup
+	up    upgrade // an in-place upgrade or a roll under way
 
 	shutdown     phases.ShutdownMode // zero = none begun
 	shutdownDone bool
@@ -145,6 +146,14 @@ func (pm *postmaster) handle(m pmMsg) {
 		pm.beginShutdown(m.mode, m.cause)
 	case msgFunc:
 		m.fn(pm)
+	case msgUpgradeQuiesce:
+		pm.quiesce(m)
+	case msgUpgradeResume:
+		pm.resume()
+	case msgAdopt:
+		pm.adopt(m)
+	case msgRoll:
+		pm.startRoll(m)
 	case msgTimer:
 		pm.timer(m)
 	case msgSpawned:
@@ -171,6 +180,8 @@ func (pm *postmaster) handle(m pmMsg) {
 			pm.exited(k, m.e)
 		}
 	}
+	pm.checkQuiet()
+	pm.checkRoll()
 }
 
 func (pm *postmaster) enter(p phases.Phase) {
@@ -197,6 +208,8 @@ func (pm *postmaster) advance(p phases.Phase) error {
 		return fmt.Errorf("%w: unknown phase %d", ErrPhase, uint8(p))
 	case pm.shutdown != 0:
 		return fmt.Errorf("%w: cannot advance to %v", ErrShutdown, p)
+	case p < pm.phase && pm.rt.adopt != nil:
+		return nil // a host's main after an upgrade walks the phases again: they are entered already
 	case p < pm.phase:
 		return fmt.Errorf("%w: %v is behind the current phase %v", ErrPhase, p, pm.phase)
 	}
@@ -323,7 +336,7 @@ func (pm *postmaster) timer(m msgTimer) {
 		}
 	case timerGrace:
 		if s.state == Stopping && s.kid != nil {
-			if s.cause != ReasonGroupReset {
+			if s.cause != ReasonGroupReset && s.cause != ReasonRolled {
 				s.cause = ReasonKilled
 			}
 			pm.rt.log.Warn("runtime: worker did not stop within its grace period; killing it", "worker", s.spec.Name)

@@ -268,10 +268,10 @@ func (b *pmtBuffer) String() string {
 	return b.b.String()
 }
 
-func pmtStartRole(t *testing.T, role string) *pmtSub {
+func pmtStartRole(t *testing.T, role string, env ...string) *pmtSub {
 	t.Helper()
 	cmd := roleCmd(role)
-	cmd.Env = append(pmtChildEnv(), "RTTEST_ROLE="+role)
+	cmd.Env = append(append(pmtChildEnv(), "RTTEST_ROLE="+role), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

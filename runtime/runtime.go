@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -16,10 +17,12 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/bgworker/bgworker/actors"
 	"github.com/bgworker/bgworker/phases"
 	"github.com/bgworker/bgworker/runtime/bridge"
+	"github.com/bgworker/bgworker/runtime/internal/cgroup"
 	"github.com/bgworker/bgworker/runtime/internal/hold"
 	"github.com/bgworker/bgworker/runtime/internal/launch"
 	"github.com/bgworker/bgworker/runtime/internal/proc"
@@ -72,6 +75,11 @@ type Runtime struct {
 	notifyStop  func()        // ends the systemd notify hooks
 	phase       atomic.Uint32 // the postmaster's phase, for /readyz and Status
 	status      statusCells   // the rest of Status, published by the postmaster
+
+	executable  string        // the host's binary as resolved by New: Upgrade's default
+	adopt       *upgradeState // the state of the image this one upgraded from; nil = started afresh
+	static      []actors.Spec // with adopt: the static workers, added by Start where the state lacks them
+	staticCodes []string
 }
 
 func init() {
@@ -112,6 +120,7 @@ func newRuntime(cfg Config, opts launch.Options) (*Runtime, error) {
 		seen[sp.Name] = true
 		specs[i], codes[i] = sp, code
 	}
+	staticSpecs, staticCodes := specs, codes
 	if len(specs) > cfg.MaxWorkers {
 		return nil, fmt.Errorf("%w: %d workers registered, MaxWorkers is %d", ErrTooManyWorkers, len(specs), cfg.MaxWorkers)
 	}
@@ -119,7 +128,17 @@ func newRuntime(cfg Config, opts launch.Options) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &Runtime{cfg: cfg, log: cfg.Logger, exe: "/proc/self/exe", newLauncher: opts.NewLauncher,
+	var adopt *upgradeState
+	if opts.NewLauncher == nil {
+		var err error
+		if adopt, err = loadUpgrade(); err != nil {
+			return nil, err
+		}
+	}
+	if adopt != nil {
+		specs, codes = nil, nil // the slots come from the state; Start adds the static workers it lacks
+	}
+	rt := &Runtime{cfg: cfg, log: cfg.Logger, exe: "/proc/self/exe", newLauncher: opts.NewLauncher, adopt: adopt, executable: executablePath(),
 		stopped: make(chan struct{}), finished: make(chan struct{})}
 	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(levelFilter{h: cfg.Logger.Handler(), min: slog.LevelWarn})
@@ -136,6 +155,9 @@ func newRuntime(cfg Config, opts launch.Options) (*Runtime, error) {
 	rt.pm = newPostmaster(rt, specs, codes, opts.Clock)
 	rt.pm.rand = opts.Rand
 	rt.pm.group.regions, rt.pm.group.enabled = regions, hasShm
+	if adopt != nil {
+		rt.static, rt.staticCodes = staticSpecs, staticCodes
+	}
 	return rt, nil
 }
 
@@ -154,22 +176,41 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	}
 	rt.state = stateStarted
 	rt.mu.Unlock()
-	if rt.cfg.LockFile != "" {
+	st := rt.adopt
+	var adopted []launch.Child
+	var ln net.Listener
+	fail := func(err error) error {
+		if rt.pm.launcher != nil {
+			rt.pm.launcher.Close()
+		}
+		rt.abortStart()
+		return err
+	}
+	switch {
+	case st != nil && st.LockFD >= 0:
+		unix.CloseOnExec(st.LockFD)
+		rt.lock = os.NewFile(uintptr(st.LockFD), rt.cfg.LockFile) // still locked: the lock belongs to the open file
+	case rt.cfg.LockFile != "":
 		f, err := lockFile(rt.cfg.LockFile)
 		if err != nil {
-			rt.abortStart()
-			return err
+			return fail(err)
 		}
 		rt.lock = f
 	}
-	if rt.newLauncher == nil {
+	switch {
+	case rt.newLauncher != nil:
+	case st != nil && st.Cgroups != nil:
+		mgr, err := cgroup.Resume(*st.Cgroups)
+		if err != nil {
+			return fail(fmt.Errorf("runtime: adopt the children's cgroups: %w", err))
+		}
+		rt.cg = &cgroupState{mgr: mgr}
+	default:
 		if err := rt.openCgroups(); err != nil {
-			rt.abortStart()
-			return err
+			return fail(err)
 		}
 	}
-	env := launch.Env{Reporter: reporter{rt}, System: rt.system, Log: rt.log, Go: rt.wg.Go, Resolve: rt.resolveExposed,
-		HeartbeatInterval: rt.cfg.HeartbeatInterval, HeartbeatTimeout: rt.cfg.HeartbeatTimeout, MaxFrame: rt.cfg.MaxFrame}
+	env := rt.launchEnv()
 	if rt.newLauncher != nil {
 		rt.pm.launcher = rt.newLauncher(env)
 	} else {
@@ -177,15 +218,31 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		if rt.lock != nil {
 			extra = append(extra, rt.lock) // fd 4: holds the interlock
 		}
-		rt.pm.launcher = proc.New(env, proc.Config{Exe: rt.exe, Env: rt.childEnv(), ExtraFiles: extra, Queue: rt.cfg.MaxWorkers + 64,
-			Cgroups: rt.cg.mgr})
+		cfg := proc.Config{Exe: rt.exe, Env: rt.childEnv(), ExtraFiles: extra, Queue: rt.cfg.MaxWorkers + 64, Cgroups: rt.cg.mgr}
+		if st != nil {
+			l, kids, err := proc.Adopt(env, cfg, st.Launcher)
+			rt.pm.launcher, adopted = l, kids
+			if err != nil {
+				return fail(err)
+			}
+		} else {
+			rt.pm.launcher = proc.New(env, cfg)
+		}
 	}
-	if rt.cfg.HTTPAddr != "" {
-		h, err := rt.startHTTP()
+	if st != nil && st.HTTPFD >= 0 {
+		unix.CloseOnExec(st.HTTPFD)
+		f := os.NewFile(uintptr(st.HTTPFD), "http")
+		l, err := net.FileListener(f)
+		f.Close()
 		if err != nil {
-			rt.pm.launcher.Close()
-			rt.abortStart()
-			return err
+			return fail(fmt.Errorf("runtime: adopt the HTTP listener: %w", err))
+		}
+		ln = l
+	}
+	if rt.cfg.HTTPAddr != "" || ln != nil {
+		h, err := rt.startHTTP(ln)
+		if err != nil {
+			return fail(err)
 		}
 		rt.http = h
 	}
@@ -196,8 +253,18 @@ func (rt *Runtime) Start(ctx context.Context) error {
 	}
 	rt.startNotify()
 	reply := make(chan error, 1)
-	rt.tell(msgStart{reply: reply})
+	if st != nil {
+		rt.tell(msgAdopt{st: st, kids: adopted, reply: reply})
+	} else {
+		rt.tell(msgStart{reply: reply})
+	}
 	return rt.await(ctx, reply)
+}
+
+// launchEnv is what the runtime gives its launcher.
+func (rt *Runtime) launchEnv() launch.Env {
+	return launch.Env{Reporter: reporter{rt}, System: rt.system, Log: rt.log, Go: rt.wg.Go, Resolve: rt.resolveExposed,
+		HeartbeatInterval: rt.cfg.HeartbeatInterval, HeartbeatTimeout: rt.cfg.HeartbeatTimeout, MaxFrame: rt.cfg.MaxFrame}
 }
 
 // abortStart releases what a failed Start took.
@@ -218,7 +285,7 @@ func (rt *Runtime) abortStart() {
 // SIGHUP to Reload, as PostgreSQL's postmaster does.
 func (rt *Runtime) handleSignals() {
 	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2)
 	done := make(chan struct{})
 	rt.sigStop = func() { signal.Stop(ch); close(done) }
 	modes := map[os.Signal]phases.ShutdownMode{syscall.SIGTERM: phases.Smart, syscall.SIGINT: phases.Fast, syscall.SIGQUIT: phases.Immediate}
@@ -226,9 +293,20 @@ func (rt *Runtime) handleSignals() {
 		for {
 			select {
 			case sig := <-ch:
-				if sig == syscall.SIGHUP {
+				switch sig {
+				case syscall.SIGHUP:
 					rt.log.Info("runtime: signal received", "signal", sig.String(), "action", "reload")
 					rt.tell(msgReload{reply: make(chan int, 1)})
+					continue
+				case syscall.SIGUSR2:
+					rt.log.Info("runtime: signal received", "signal", sig.String(), "action", "upgrade")
+					rt.wg.Go("upgrade on SIGUSR2", func() {
+						ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+						defer cancel()
+						if err := rt.Upgrade(ctx, ""); err != nil {
+							rt.log.Error("runtime: upgrade", "err", err)
+						}
+					})
 					continue
 				}
 				mode := modes[sig]

@@ -69,6 +69,9 @@ func planIteration(st loopState) loopPlan {
 
 // serverLoop is one iteration of the server loop.
 func (pm *postmaster) serverLoop() {
+	if pm.upgrading() {
+		return // held: an upgrade takes the state as it is; the next image starts them
+	}
 	pm.pruneQueue()
 	plan := planIteration(loopState{queued: len(pm.queue), starting: pm.starting, idle: len(pm.pool.idle),
 		poolDeficit: pm.poolDeficit(), startsPerIteration: pm.rt.cfg.StartsPerIteration,

@@ -59,6 +59,7 @@ type kid struct {
 	segFile  *os.File  // its duplicate of the segment memfd, closed once it has exited
 	segGen   uint64    // the generation of segFile
 	assigned time.Time // when it was given its worker: the worker's uptime counts from here
+	adopted  bool      // carried over from an earlier image by an upgrade: it runs that image's code
 }
 
 type waiter struct {

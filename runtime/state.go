@@ -86,6 +86,8 @@ const (
 	ReasonSpawnFailed  = "spawn_failed"      // the process could not be started
 	ReasonGroupReset   = "group_reset"       // taken down by an all-for-one reset
 	ReasonShutdown     = "shutdown"          // ended by a runtime shutdown
+	ReasonRolled       = "rolled"            // stopped by Roll, to run the upgraded binary's code
+	ReasonLost         = "lost"              // gone across an in-place upgrade before the new image adopted it
 	ReasonOOMKilled    = "oom_killed"        // killed by the kernel at its Limits.MemoryMax
 	reasonSignalPrefix = "signal:"           // killed by a signal: signal:KILL, signal:SEGV, ...
 )

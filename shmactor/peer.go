@@ -58,6 +58,12 @@ func (p *peerWatch) gone(state uint64) error {
 	case sideDetached:
 		return ErrDetached
 	case sideAttached:
+		if pid := int(state >> 2); p.pid != 0 && pid != p.pid {
+			// Another process attached after the one watched detached (a
+			// worker started again on the same segment): watch it.
+			p.close()
+			*p = peerWatch{fd: -1}
+		}
 		p.observe(state)
 	default:
 		return nil // not attached yet

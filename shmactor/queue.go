@@ -187,8 +187,18 @@ func (e *endpoint) attach(mem []byte, role string, sender bool) error {
 		e.self, e.other = &q.sender, &q.receiver
 	}
 	e.pid = os.Getpid()
-	if !e.self.state.CompareAndSwap(0, uint64(e.pid)<<2|sideAttached) {
-		return fmt.Errorf("shmactor: queue already has a %s (state %#x); each side attaches once", role, e.self.state.Load())
+	// A side attaches where none is, or where the last one detached
+	// cleanly (a worker stopped and started again on the same segment):
+	// the ring is consistent then. A side that is attached, or whose
+	// holder died, is not taken over.
+	for {
+		st := e.self.state.Load()
+		if st != 0 && st&3 != sideDetached {
+			return fmt.Errorf("shmactor: queue already has a %s (state %#x); a side attaches again only after a clean detach", role, st)
+		}
+		if e.self.state.CompareAndSwap(st, uint64(e.pid)<<2|sideAttached) {
+			break
+		}
 	}
 	e.peer = peerWatch{fd: -1}
 	e.peer.observe(e.other.state.Load())

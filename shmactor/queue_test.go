@@ -516,3 +516,79 @@ func TestQueueErrors(t *testing.T) {
 		t.Error("a receiver re-attached after Detach")
 	}
 }
+
+// A side that detached cleanly can be attached again on the same queue (a
+// worker stopped and started again on the same segment): messages sent
+// before its return, and after, arrive in order; an attached side is
+// never taken over.
+func TestQueueReattachAfterCleanDetach(t *testing.T) {
+	checkLeaks(t)
+	ctx := testContext(t)
+	_, mem := queueSegment(t, 256)
+	s, err := AttachSender(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := AttachReceiver(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"one", "two"} {
+		if err := s.Send(ctx, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Detach()
+	r.Detach()
+	if _, err := AttachSender(mem); err != nil {
+		t.Fatalf("a sender attaching after a clean detach: %v", err)
+	}
+	if _, err := AttachSender(mem); err == nil {
+		t.Fatal("a second sender took over an attached side")
+	}
+	r2, err := AttachReceiver(mem)
+	if err != nil {
+		t.Fatalf("a receiver attaching after a clean detach: %v", err)
+	}
+	defer r2.Detach()
+	buf := make([]byte, 64)
+	for _, want := range []string{"one", "two"} {
+		got, err := r2.Receive(ctx, buf)
+		if err != nil || string(got) != want {
+			t.Fatalf("after the reattach: Receive = %q, %v; want %q", got, err, want)
+		}
+	}
+}
+
+// A receiver that saw its sender detach sees the next sender that attaches
+// on the same queue: it waits for its messages instead of reporting the
+// old one's departure for ever.
+func TestQueueReceiverFollowsNewSender(t *testing.T) {
+	checkLeaks(t)
+	ctx := testContext(t)
+	_, mem := queueSegment(t, 256)
+	s, err := AttachSender(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := AttachReceiver(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Detach()
+	s.Detach()
+	if _, err := r.Receive(ctx, nil); !errors.Is(err, ErrDetached) {
+		t.Fatalf("Receive with the sender gone = %v, want ErrDetached", err)
+	}
+	s2, err := AttachSender(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Detach()
+	if err := s2.Send(ctx, []byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.Receive(ctx, nil); err != nil || string(got) != "back" {
+		t.Fatalf("Receive from the new sender = %q, %v", got, err)
+	}
+}

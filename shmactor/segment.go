@@ -266,3 +266,39 @@ func (s *Segment) Close() error {
 	}
 	return s.err
 }
+
+// Adopt maps, in the host, a segment that an earlier image of this same
+// process built (an in-place upgrade hands the memfd across exec), with the
+// layout that image computed: like Build's segment, and unlike Open's, it
+// never trusts the header that children can write to. It checks the seals
+// and that the memfd's size is size. On success the Segment owns f.
+func Adopt(f *os.File, generation uint64, size int, layout []RegionInfo) (*Segment, error) {
+	if f == nil {
+		return nil, errors.New("shmactor: adopt: nil file")
+	}
+	fd := int(f.Fd())
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return nil, fmt.Errorf("shmactor: adopt: get seals (not a memfd?): %w", err)
+	}
+	if seals&requiredSeals != requiredSeals {
+		return nil, fmt.Errorf("shmactor: adopt: seals %#x lack shrink, grow or seal", seals)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("shmactor: adopt: fstat: %w", err)
+	}
+	if st.Size != int64(size) {
+		return nil, fmt.Errorf("shmactor: adopt: the memfd has %d bytes, the layout %d", st.Size, size)
+	}
+	for _, r := range layout {
+		if r.Offset < 0 || r.Size <= 0 || r.Offset+r.Size > size {
+			return nil, fmt.Errorf("shmactor: adopt: region %q [%d, %d) outside the %d bytes", r.Name, r.Offset, r.Offset+r.Size, size)
+		}
+	}
+	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("shmactor: adopt: mmap: %w", err)
+	}
+	return &Segment{gen: generation, size: size, f: f, mem: mem, regions: append([]RegionInfo(nil), layout...)}, nil
+}

@@ -163,6 +163,7 @@ type proc struct {
 	exited     chan struct{} // closed once the process has exited (before the reap)
 	outDone    chan struct{}
 	detaching  atomic.Bool // Detach is handing the child to a new image: its goroutines stop without ending it
+	adopted    bool        // handed over by an earlier image (Adopt): its handshake is done
 }
 
 func (p *proc) ID() uint64              { return p.id }
@@ -312,6 +313,9 @@ func (p *proc) read() {
 	defer close(p.readerDone)
 	rep := p.l.env.Reporter
 	stage := bridge.HostAwaitHello
+	if p.adopted {
+		stage = bridge.HostIdle // past its handshake in an earlier image; assigned, it moves on at once
+	}
 	err := p.conn.ReadLoop(func(k bridge.Kind, body []byte) error {
 		if stage == bridge.HostIdle && p.assigned.Load() {
 			stage = bridge.HostAssigned
