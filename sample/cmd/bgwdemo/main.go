@@ -17,7 +17,10 @@
 // after its grace period); SIGTERM shuts down smart (wait for the workers
 // to finish by themselves), turning fast after -smart-wait or on a second
 // signal; a signal during a fast shutdown makes it immediate. SIGUSR1
-// starts one more dynamic "ticker" worker.
+// starts one more dynamic "ticker" worker. SIGUSR2 upgrades the demo in
+// place to the binary on disk now (build a new one over it first): the
+// process and every worker keep their pids, and the new image carries on
+// (its -duration counts afresh).
 //
 // With -crash the crasher panics in every run; after more than 10
 // restarts within a minute (the default restart intensity) it is failed,
@@ -223,9 +226,37 @@ func run(args []string, stdout, stderr io.Writer) int {
 			cancelRun()
 		} else {
 			d := &dynamic{rt: rt, log: log, ctx: runCtx, wg: &wg}
-			for range o.dynamic {
-				d.start()
+			if rt.Upgraded() {
+				// This image took over from an earlier one (SIGUSR2): its
+				// workers, dynamic ones included, run on.
+				d.n = d.running()
+				log.Info("bgwdemo: upgraded in place; every worker ran on", "version", rt.Version(), "tickers", d.n)
+			} else {
+				for range o.dynamic {
+					d.start()
+				}
 			}
+			usr2 := make(chan os.Signal, 1)
+			signal.Notify(usr2, syscall.SIGUSR2)
+			defer signal.Stop(usr2)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-usr2:
+						// Upgrade in place to the binary on disk now; it
+						// returns only if the upgrade did not happen.
+						log.Info("bgwdemo: SIGUSR2: upgrading in place")
+						uctx, cancel := context.WithTimeout(runCtx, time.Minute)
+						err := rt.Upgrade(uctx, "")
+						cancel()
+						log.Error("bgwdemo: upgrade did not happen", "err", err)
+					case <-runCtx.Done():
+						return
+					}
+				}
+			}()
 			usr1 := make(chan os.Signal, 1)
 			signal.Notify(usr1, syscall.SIGUSR1)
 			defer signal.Stop(usr1)
@@ -302,6 +333,17 @@ type dynamic struct {
 	wg  *sync.WaitGroup
 	mu  sync.Mutex
 	n   int
+}
+
+// running counts the dynamic tickers the runtime has, after an upgrade.
+func (d *dynamic) running() int {
+	n := 0
+	for _, w := range d.rt.Workers() {
+		if w.Dynamic && w.Type == crasher.TickerType {
+			n++
+		}
+	}
+	return n
 }
 
 func (d *dynamic) start() {

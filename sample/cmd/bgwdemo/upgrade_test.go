@@ -1,0 +1,110 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The demo upgrades itself in place on SIGUSR2: same pid, every worker
+// with the pid it had, and /version counts the upgrade.
+func TestDemoUpgradesOnSIGUSR2(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the demo")
+	}
+	bin := buildDemo(t)
+	tag := newTag("BGWDEMO_TEST_TAG")
+	var stdout, stderr syncBuffer
+	cmd := exec.Command(bin, "-duration", "60s", "-crash", "0", "-http", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), tag)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr (tail):\n%s", tail(stdout.String(), 40), tail(stderr.String(), 40))
+		}
+		if left := processesTagged(tag); len(left) > 0 {
+			t.Errorf("processes of the demo left: %v", left)
+		}
+	}()
+	var base string
+	if err := poll(time.Now().Add(20*time.Second), exited, func() error {
+		m := addrLine.FindStringSubmatch(stdout.String())
+		if m == nil {
+			return errors.New(`no "http: http://ADDR" line on stdout`)
+		}
+		base = m[1]
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pids := func() (map[string]float64, error) {
+		body, err := get(base + "/workers")
+		if err != nil {
+			return nil, err
+		}
+		var rows []map[string]any
+		if err := json.Unmarshal(body, &rows); err != nil {
+			return nil, err
+		}
+		out := map[string]float64{}
+		for _, r := range rows {
+			if r["state"] != "running" {
+				return nil, fmt.Errorf("%v is %v", r["name"], r["state"])
+			}
+			out[r["name"].(string)] = r["pid"].(float64)
+		}
+		return out, nil
+	}
+	var before map[string]float64
+	if err := poll(time.Now().Add(20*time.Second), exited, func() error {
+		var err error
+		before, err = pids()
+		if err == nil && len(before) < 4 {
+			err = fmt.Errorf("only %d workers running", len(before))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGUSR2)
+	if err := poll(time.Now().Add(30*time.Second), exited, func() error {
+		body, err := get(base + "/version")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(body), `"upgrades":1`) {
+			return fmt.Errorf("/version = %s", body)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := pids()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, pid := range before {
+		if after[n] != pid {
+			t.Errorf("%s had pid %v before the upgrade, %v after", n, pid, after[n])
+		}
+	}
+}
