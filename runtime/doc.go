@@ -116,4 +116,31 @@
 // retired once the last child that held it is reaped: its memory is given
 // back while host code that still holds it reads zeros and never faults
 // ([Runtime.Segment]).
+//
+// # In-place upgrade
+//
+// [Runtime.Upgrade] (or SIGUSR2 with Config.HandleSignals) exec's a new
+// host binary in the host's own process, same pid, after systemd's
+// daemon-reexec, and every worker keeps running: the children stay the
+// process's children; their bridges, output pipes, the shared segment, the
+// lock file and the HTTP listener cross the exec as inherited descriptors;
+// the postmaster's state crosses in a sealed memfd. The new image's [New]
+// finds it and its Start adopts everything ([Runtime.Upgraded] reports it).
+//
+// Guaranteed: the new binary first runs in a check mode that reads the
+// state and must accept it; if it does not (another state format, a worker
+// whose code it lacks, another shared-memory layout), the upgrade is
+// refused with [ErrUpgradeRefused] and the host goes on unchanged. If the
+// exec itself fails, the host adopts its own children back and goes on.
+// Every worker keeps its pid, restart history and exits; counters carry
+// on; messages on a shared-memory queue are not touched.
+//
+// Not guaranteed: if the new image dies before it has adopted (a panic in
+// an init, say), the children see EOF on their bridges and exit, as
+// whenever their host dies. Requests in flight between host actors and
+// workers at the exec are lost (a worker's fail at once with
+// bridge.ErrReattached; the host's actors are gone with the old image),
+// and watches and waits do not carry over. Workers run the old code until
+// they are restarted: [Runtime.Roll] restarts them onto the new one, one
+// by one, the shared-memory group as one unit on the same segment.
 package runtime

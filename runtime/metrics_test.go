@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -398,5 +401,47 @@ func TestCountersExistFromStart(t *testing.T) {
 	_, got = gather(t, reg)
 	if v, ok := got[mkey("bgworker_worker_crashes_total", "worker", "fault", "reason", ReasonHeartbeat)]; !ok || v != 0 {
 		t.Errorf("the dynamic type's crash counter = %v (present %v) after its first start, want 0", v, ok)
+	}
+}
+
+// Every bgworker_ family the runtime registers has a row in docs/metrics.md,
+// and every bgworker_ row there (outside the cluster table) names a family
+// the runtime registers. A worker is crashed and restarted first so that
+// every per-worker family has a series to gather.
+func TestMetricsDocumented(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := newHarness(t, Config{Registry: reg})
+	_, pid := h.startFault("documented", "run", nil)
+	syscall.Kill(pid, syscall.SIGKILL)
+	h.waitState("documented", Crashed)
+	h.waitState("documented", Running)
+	mfs, _ := gather(t, reg)
+	b, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	if i := strings.Index(doc, "\n## Cluster"); i >= 0 {
+		doc = doc[:i]
+	}
+	rows := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(bgworker_[a-z_]+)`").FindAllStringSubmatch(doc, -1) {
+		rows[m[1]] = true
+	}
+	served := map[string]bool{}
+	for _, mf := range mfs {
+		n := mf.GetName()
+		if !strings.HasPrefix(n, "bgworker_") {
+			continue
+		}
+		served[n] = true
+		if !rows[n] {
+			t.Errorf("%s is registered but has no row in docs/metrics.md", n)
+		}
+	}
+	for n := range rows {
+		if !served[n] {
+			t.Errorf("docs/metrics.md lists %s, which the runtime does not register", n)
+		}
 	}
 }

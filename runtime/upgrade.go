@@ -21,28 +21,9 @@ import (
 	"github.com/bgworker/bgworker/shmactor"
 )
 
-// In-place upgrade, after systemd's daemon-reexec: the host exec's a new
-// binary in its own process (same pid), and every worker keeps running.
-// The children are the process's children before and after; their bridge
-// sockets, output pipes, the shared segment, the lock file and the HTTP
-// listener cross the exec as inherited descriptors, and the postmaster's
-// state (upgrade_state.go) crosses in a sealed memfd. The new image's New
-// finds it, and Start adopts everything instead of starting afresh.
-//
-// What is guaranteed: the new binary is run first in a check mode that
-// reads the state and must accept it; if it does not (another state
-// format, a worker whose code it lacks, another shared-memory layout), the
-// upgrade is refused and the host goes on unchanged. If the exec itself
-// fails, the host adopts its own children back and goes on. Every worker
-// keeps its pid, its restart history and its exits; counters carry on;
-// messages on a shared-memory queue are not touched. What is not: if the
-// new image dies before it has adopted (a panic in an init, say), the
-// children see EOF on their bridges and exit, as they do whenever their
-// host dies. Requests in flight between host actors and workers at the
-// moment of the exec are lost (a worker's fail at once with
-// bridge.ErrReattached; the host's actors are gone with the old image),
-// and watches and waits do not carry over. Workers run the old code until
-// they are restarted: Roll restarts them onto the new one.
+// In-place upgrade (see the package documentation for what is and is
+// not guaranteed). The postmaster's side is in upgrade_pm.go, the state
+// that crosses the exec in upgrade_state.go.
 
 // upgradeQuiet bounds the wait for the postmaster to be quiet (no start,
 // stop or reset under way) before an upgrade.

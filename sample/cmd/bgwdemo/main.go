@@ -56,6 +56,11 @@ import (
 	"github.com/bgworker/bgworker/sample/spi"
 )
 
+// version names this build in GET /version and bgworker_build_info; set it
+// with -ldflags "-X main.version=v2". Empty = the binary's own (its VCS
+// revision where the build recorded one).
+var version string
+
 func main() {
 	runtime.Main() // in a worker's child process this runs the worker and never returns
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -140,7 +145,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(v.logs(stderr), &slog.HandlerOptions{Level: slog.LevelInfo}))
 
-	rt, err := runtime.New(runtime.Config{Workers: workers(o.crash, o.shmCrash), HTTPAddr: o.http, Logger: log})
+	rt, err := runtime.New(runtime.Config{Workers: workers(o.crash, o.shmCrash), HTTPAddr: o.http, Logger: log, Version: version})
 	if err != nil {
 		log.Error("bgwdemo: new runtime", "err", err)
 		return 1
