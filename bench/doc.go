@@ -243,6 +243,23 @@
 //
 // Both suites take 5–15 s on two cores; -n scales the counts.
 //
+// # Upgrade
+//
+// Suite "upgrade": a host process (this binary in the role upgrade-host)
+// runs N bench-echo workers (N = 10, then 100) and one loop that requests
+// each in turn, stamping CLOCK_MONOTONIC (one clock across processes and
+// exec's) into a memfd shared with every image of the host: its first
+// answer, its first full round, its latest answer. The suite tells it,
+// alternately, "upgrade" (Runtime.Upgrade to the same binary; every worker
+// runs on) and "restart" (a fast shutdown, then an exec of the same binary
+// that starts every worker afresh: the cheapest full restart, with no fork
+// and no supervisor in between), one of each to warm up, then 8 of each
+// (-n scales, at least 3). Rows: upgrade.pause.wN, the old image's last
+// answer → the new image's first, and upgrade.all.wN, → every worker has
+// answered the new image, each p50 beside the restart's p50 (no target).
+// The check-mode run of the new binary comes before the quiesce and is not
+// in the pause: the old image answers throughout it. About 4 s in all.
+//
 // # PostgreSQL
 //
 // There is no PostgreSQL server where the bench runs, so its numbers are
