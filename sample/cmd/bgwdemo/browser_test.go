@@ -64,17 +64,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	bin := buildDemo(t)
 	tag := newTag("BGWDEMO_TEST_TAG")
 	p := startProcess(t, "bgwdemo", tag, bin, "-duration", "5m", "-crash", "1s", "-shm-crash", "1500ms", "-dynamic", "1", "-http", "127.0.0.1:0")
-	var base string
-	if err := poll(time.Now().Add(30*time.Second), p.exited, func() error {
-		m := addrLine.FindStringSubmatch(p.stdout.String())
-		if m == nil {
-			return errors.New(`no "http: http://ADDR" line on stdout`)
-		}
-		base = m[1]
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	base := p.httpBase(t, 30*time.Second)
 
 	profile := t.TempDir()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],

@@ -52,6 +52,23 @@ func startProcess(t *testing.T, name, tag string, bin string, args ...string) *b
 	return p
 }
 
+// httpBase waits for the demo's "http: URL" line and returns the URL.
+func (p *bgProcess) httpBase(t *testing.T, within time.Duration) string {
+	t.Helper()
+	var base string
+	if err := poll(time.Now().Add(within), p.exited, func() error {
+		m := addrLine.FindStringSubmatch(p.stdout.String())
+		if m == nil {
+			return errors.New(`no "http: http://ADDR" line on stdout`)
+		}
+		base = m[1]
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return base
+}
+
 // stop sends sig and waits for the process to exit by itself.
 func (p *bgProcess) stop(t *testing.T, sig os.Signal, within time.Duration) {
 	t.Helper()

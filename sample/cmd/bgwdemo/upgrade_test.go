@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,42 +18,14 @@ func TestDemoUpgradesOnSIGUSR2(t *testing.T) {
 	}
 	bin := buildDemo(t)
 	tag := newTag("BGWDEMO_TEST_TAG")
-	var stdout, stderr syncBuffer
-	cmd := exec.Command(bin, "-duration", "60s", "-crash", "0", "-http", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), tag)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	p := startProcess(t, "bgwdemo", tag, bin, "-duration", "60s", "-crash", "0", "-http", "127.0.0.1:0")
 	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("stdout:\n%s\nstderr (tail):\n%s", tail(stdout.String(), 40), tail(stderr.String(), 40))
-		}
+		p.stop(t, os.Interrupt, 20*time.Second)
 		if left := processesTagged(tag); len(left) > 0 {
 			t.Errorf("processes of the demo left: %v", left)
 		}
 	}()
-	var base string
-	if err := poll(time.Now().Add(20*time.Second), exited, func() error {
-		m := addrLine.FindStringSubmatch(stdout.String())
-		if m == nil {
-			return errors.New(`no "http: http://ADDR" line on stdout`)
-		}
-		base = m[1]
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	base := p.httpBase(t, 20*time.Second)
 	pids := func() (map[string]float64, error) {
 		body, err := get(base + "/workers")
 		if err != nil {
@@ -75,7 +45,7 @@ func TestDemoUpgradesOnSIGUSR2(t *testing.T) {
 		return out, nil
 	}
 	var before map[string]float64
-	if err := poll(time.Now().Add(20*time.Second), exited, func() error {
+	if err := poll(time.Now().Add(20*time.Second), p.exited, func() error {
 		var err error
 		before, err = pids()
 		if err == nil && len(before) < 4 {
@@ -85,8 +55,8 @@ func TestDemoUpgradesOnSIGUSR2(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Process.Signal(syscall.SIGUSR2)
-	if err := poll(time.Now().Add(30*time.Second), exited, func() error {
+	p.cmd.Process.Signal(syscall.SIGUSR2)
+	if err := poll(time.Now().Add(30*time.Second), p.exited, func() error {
 		body, err := get(base + "/version")
 		if err != nil {
 			return err
