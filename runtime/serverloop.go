@@ -250,7 +250,15 @@ func (pm *postmaster) assign(s *slot, k *kid) {
 		pm.group.holders[a.Segment]++
 	}
 	if err := k.c.Assign(a, segFile); err != nil {
-		s.cause = ReasonProtocol
+		if bridge.PeerGone(err) {
+			// The child died, or is dying, before it could read its
+			// assignment (an idle child killed the moment before): its
+			// exit, on its way, says how, and the start timeout bounds the
+			// wait.
+			return
+		}
+		s.cause = ReasonSpawnFailed
+		pm.rt.log.Error("runtime: could not hand the child its worker", "worker", s.spec.Name, "pid", k.c.PID(), "err", err)
 		k.c.Kill()
 	}
 }
@@ -295,6 +303,12 @@ func (pm *postmaster) fault(k *kid, err error) {
 	}
 	if k.cause == "" {
 		k.cause = cause
+	}
+	if s == nil && pm.pool.drop(k) {
+		// A pool child condemned is out of the pool now, not at its exit:
+		// no worker may be handed to it meanwhile.
+		pm.obs.pool(pm)
+		pm.scheduleTick()
 	}
 	pm.rt.log.Warn("runtime: killing child", "worker", name, "pid", k.c.PID(), "reason", cause, "err", err)
 	k.c.Kill()

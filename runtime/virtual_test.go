@@ -550,3 +550,56 @@ func TestVirtualMemberFailsDuringReset(t *testing.T) {
 		}
 	})
 }
+
+// An idle child that died the moment before it was handed a worker (the
+// write of the assignment fails on its closed socket) is recorded by how
+// it died, SIGKILL, not as a protocol error of the worker's; the worker
+// restarts and runs.
+func TestVirtualIdleChildDeadOnAssign(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		v := newVirtual(t, Config{WarmPool: 1})
+		synctest.Wait() // the pool's child is idle
+		v.l.KillOnAssign()
+		v.dyn("w", "vt_run", "", func(sp *actors.Spec) { sp.Restart = actors.Fixed(100 * time.Millisecond) })
+		time.Sleep(time.Second)
+		synctest.Wait()
+		info := v.info("w")
+		if len(info.Exits) != 1 || info.Exits[0].Reason != "signal:KILL" {
+			t.Fatalf("exits %+v; want one, signal:KILL", info.Exits)
+		}
+		if info.State != Running || info.Incarnation != 2 {
+			t.Errorf("w is %s in incarnation %d; want running in 2", info.State, info.Incarnation)
+		}
+	})
+}
+
+// An idle child killed for falling silent is out of the pool from that
+// moment, not from its exit a millisecond later: a worker started in
+// between gets another child and never sees that exit.
+func TestVirtualSilentIdleChildIsNotAssigned(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		v := newVirtual(t, Config{WarmPool: 1})
+		v.l.ExitDelay = time.Millisecond
+		synctest.Wait()
+		pid, err := v.l.StallIdle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Just past the heartbeat timeout: reported silent and killed, its
+		// exit not yet in.
+		time.Sleep(v.rt.cfg.HeartbeatTimeout + 500*time.Microsecond)
+		synctest.Wait()
+		v.dyn("w", "vt_run", "", nil)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		info := v.info("w")
+		if info.State != Running || len(info.Exits) != 0 || info.Incarnation != 1 {
+			t.Fatalf("w is %s in incarnation %d with exits %+v; want running in 1, no exit", info.State, info.Incarnation, info.Exits)
+		}
+		if info.PID == pid {
+			t.Errorf("w runs in the silent child %d", pid)
+		}
+	})
+}

@@ -18,6 +18,14 @@ import (
 // ErrClosed is returned by writes on a closed connection.
 var ErrClosed = errors.New("bridge: connection closed")
 
+// PeerGone reports whether err, from a send, means the other side is gone:
+// its socket closed (EPIPE) or reset, or this Conn closed after reading its
+// end. A process that died has not broken the protocol; its wait status
+// says what happened.
+func PeerGone(err error) bool {
+	return errors.Is(err, ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
 // ErrPaused is returned by a read loop stopped by Detach.
 var ErrPaused = errors.New("bridge: read loop paused for a detach")
 

@@ -679,3 +679,31 @@ func TestConnDetach(t *testing.T) {
 		t.Fatalf("the new read loop ended with %v, want a clean EOF", err)
 	}
 }
+
+// A send to a peer whose end is closed fails with an error PeerGone
+// recognises, and so does a send on a Conn closed here; an error of
+// another kind is not taken for a departed peer.
+func TestPeerGone(t *testing.T) {
+	a, b := newPair(t, 0)
+	defer a.Close()
+	b.Close()
+	assign := func(buf []byte) []byte { return AppendAssign(buf, Assign{Incarnation: 1, Name: "w", Code: "c"}) }
+	var err error
+	for range 100 { // the first write may land in the socket buffer before the kernel sees the close
+		if err = a.SendUrgent(assign); err != nil {
+			break
+		}
+	}
+	if err == nil || !PeerGone(err) {
+		t.Errorf("SendUrgent to a closed peer: %v; want an error PeerGone reports", err)
+	}
+	c, d := newPair(t, 0)
+	d.Close()
+	c.Close()
+	if err := c.Send(assign); !PeerGone(err) {
+		t.Errorf("Send on a closed Conn: %v; want an error PeerGone reports", err)
+	}
+	if PeerGone(ErrBackpressure) || PeerGone(nil) {
+		t.Error("PeerGone took backpressure or nil for a departed peer")
+	}
+}

@@ -49,9 +49,16 @@ var ErrNoWorker = errors.New("inmem: no live worker of that name")
 type Launcher struct {
 	env launch.Env
 
-	mu       sync.Mutex
-	kids     map[uint64]*Child
-	failNext map[string]int // worker name → launches still to fail
+	// ExitDelay is how long a killed child takes to be reported exited:
+	// a real process's teardown and reaping take about a millisecond,
+	// during which the postmaster still holds the child. Zero = at once.
+	// Set it before any child is killed.
+	ExitDelay time.Duration
+
+	mu           sync.Mutex
+	kids         map[uint64]*Child
+	failNext     map[string]int // worker name → launches still to fail
+	killOnAssign int            // assignments still to find their child dead
 
 	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
 	nextReply                              atomic.Uint64
@@ -109,6 +116,39 @@ func (l *Launcher) FailNextStart(name string) {
 	l.mu.Lock()
 	l.failNext[name]++
 	l.mu.Unlock()
+}
+
+// KillOnAssign makes the next assignment find its child dead, as one
+// SIGKILLed the moment before the postmaster handed it a worker: the write
+// of the assignment fails as on a closed socket (EPIPE), and the child's
+// exit, by SIGKILL, is reported after ExitDelay.
+func (l *Launcher) KillOnAssign() {
+	l.mu.Lock()
+	l.killOnAssign++
+	l.mu.Unlock()
+}
+
+// StallIdle makes the oldest idle child (spawned, no worker) stop proving
+// it is alive: after the heartbeat timeout the launcher reports it silent.
+// It returns the child's pid.
+func (l *Launcher) StallIdle() (int, error) {
+	l.mu.Lock()
+	var c *Child
+	for _, k := range l.kids {
+		if k.worker.Load() == nil && !k.killed.Load() && (c == nil || k.id < c.id) {
+			c = k
+		}
+	}
+	l.mu.Unlock()
+	if c == nil {
+		return 0, errors.New("inmem: no idle child")
+	}
+	time.AfterFunc(l.env.HeartbeatTimeout, func() {
+		if !c.exited.Load() {
+			l.env.Reporter.Fault(c, launch.ErrSilent)
+		}
+	})
+	return c.PID(), nil
 }
 
 // running returns the live child running the named worker.
@@ -217,6 +257,16 @@ func (c *Child) Endpoint() actor.Process { return endpoint{c} }
 
 // Assign starts the worker, on a goroutine of its own.
 func (c *Child) Assign(a bridge.Assign, segment *os.File) error {
+	c.l.mu.Lock()
+	dead := c.l.killOnAssign > 0
+	if dead {
+		c.l.killOnAssign--
+	}
+	c.l.mu.Unlock()
+	if dead || c.killed.Load() {
+		c.Kill()
+		return fmt.Errorf("inmem: write assign: %w", syscall.EPIPE)
+	}
 	spec, ok := actors.Lookup(a.Code)
 	if !ok {
 		c.finish(exitStatus(actors.ExitPanic), -1)
@@ -250,9 +300,16 @@ func (c *Child) Terminate(deadline time.Time) {
 	}
 }
 
-// Kill ends the child at once, as SIGKILL.
+// Kill ends the child as SIGKILL, reported after the launcher's
+// ExitDelay.
 func (c *Child) Kill() {
-	c.killed.Store(true)
+	if c.killed.Swap(true) {
+		return
+	}
+	if d := c.l.ExitDelay; d > 0 {
+		time.AfterFunc(d, func() { c.finish(syscall.WaitStatus(syscall.SIGKILL), -1) })
+		return
+	}
 	c.finish(syscall.WaitStatus(syscall.SIGKILL), -1)
 }
 
