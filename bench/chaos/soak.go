@@ -167,6 +167,7 @@ type probe struct {
 	cmd     *exec.Cmd
 	peer    *os.File
 	started time.Time
+	ended   time.Time // when its Wait returned; read after done is closed
 	done    chan struct{}
 	stderr  *strings.Builder
 }
@@ -1151,7 +1152,7 @@ func (s *soak) startProbe() {
 	}
 	theirs.Close()
 	p := &probe{cmd: cmd, peer: mine, started: time.Now(), done: make(chan struct{}), stderr: &stderr}
-	go func() { cmd.Wait(); close(p.done) }()
+	go func() { cmd.Wait(); p.ended = time.Now(); close(p.done) }()
 	s.probe = p
 	s.rep.Probes++
 	s.rep.Injected["child start without Welcome"]++
@@ -1164,7 +1165,12 @@ func (s *soak) checkProbe() {
 	}
 	select {
 	case <-p.done:
-		took := time.Since(p.started)
+		// Timed to its exit, not to this check, which a host restart
+		// can delay.
+		took := p.ended.Sub(p.started)
+		if took > probeBound {
+			s.violate("handshake timeout", "a child started with the marker and a socket that never sends Welcome took %v to give up, more than %v", took.Round(time.Millisecond), probeBound)
+		}
 		s.rep.ProbeMax = max(s.rep.ProbeMax, took)
 		p.peer.Close()
 		s.probe = nil
