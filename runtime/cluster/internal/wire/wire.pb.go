@@ -581,11 +581,11 @@ func (x *Release) GetHolderId() string {
 }
 
 // Offer grants a worker's lease unasked: a grantor whose grant to a member
-// it took as down has run out sends it to the worker's new owner in its
-// view, so that the owner has the grant in hand when it sees the loss
-// itself. The owner counts the grant from the send time of its heartbeat
-// round that the grantor had received last, which is before the grantor
-// granted it.
+// it took as down (or that, still up, has been silent for all of the lease
+// but an interval) has run out sends it to the worker's next owner, so that
+// the owner has the grant in hand when it sees the loss itself. The owner
+// counts the grant from the send time of its heartbeat round that the
+// grantor had received last, which is before the grantor granted it.
 type Offer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Worker        string                 `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
