@@ -166,10 +166,12 @@ func memberMain() int {
 //
 //	req N           N requests by name to Worker, one at a time; prints "lat" with the µs of each
 //	raw ADDR N      N raw remote requests to the echo actor of the member at ADDR; prints "lat"
+//	local N         N requests to Worker through the runtime's PID, on the member that holds it; prints "lat"
 //	grain VICTIM    requests the grain until a member other than VICTIM answers; prints "grain NAME UNIXNANO"
 //	grainafter ADDR the same, from when this member sees the member at ADDR down; prints "grainafter NAME UNIXNANO"
 //	grain1          one request to the grain; prints "grain1 NAME"
 //	warm N          N warm starts of a dynamic worker; prints "lat"
+//	warmworker N    N warm starts of a dynamic worker with Worker's code (an actor); prints "lat"
 func commands(cl *cluster.Cluster, rt *runtime.Runtime, downs *downWatch, say func(string, ...any)) {
 	names := map[string]string{}
 	for _, m := range cl.Members() {
@@ -194,6 +196,12 @@ func commands(cl *cluster.Cluster, rt *runtime.Runtime, downs *downWatch, say fu
 				_, err := cl.Request(context.Background(), Worker, msg)
 				return err
 			}))
+		case "local":
+			pid := rt.PID(Worker)
+			say("lat %s", timeEach(n, func() error {
+				_, err := rt.System().Root.RequestFuture(pid, msg, 5*time.Second).Result()
+				return err
+			}))
 		case "raw":
 			pid := actor.NewPID(f[1], echoName)
 			say("lat %s", timeEach(n, func() error {
@@ -215,7 +223,9 @@ func commands(cl *cluster.Cluster, rt *runtime.Runtime, downs *downWatch, say fu
 				say("grain1 error %v", err)
 			}
 		case "warm":
-			say("lat %s", warmStarts(rt, n))
+			say("lat %s", warmStarts(rt, n, warmType))
+		case "warmworker":
+			say("lat %s", warmStarts(rt, n, Worker))
 		}
 	}
 }
@@ -234,14 +244,14 @@ func timeEach(n int, fn func() error) string {
 }
 
 // warmStarts times n warm starts (StartWorker → WaitStarted of a worker
-// that blocks; the runtime's default pool of two idle children), each
+// whose code is typ; the member's pool of two idle children), each
 // followed by an untimed stop, and returns the µs of each.
-func warmStarts(rt *runtime.Runtime, n int) string {
+func warmStarts(rt *runtime.Runtime, n int, typ string) string {
 	ctx := context.Background()
 	ds := make([]string, 0, n)
 	for i := range n {
 		t0 := time.Now()
-		h, err := rt.StartWorker(ctx, actors.Spec{Name: "warm-" + strconv.Itoa(i), Type: warmType, StartAt: phases.PostmasterStart})
+		h, err := rt.StartWorker(ctx, actors.Spec{Name: "warm-" + strconv.Itoa(i), Type: typ, StartAt: phases.PostmasterStart})
 		if err == nil {
 			_, err = h.WaitStarted(ctx)
 		}

@@ -49,9 +49,10 @@
 // member for the lease under a token above every token it has heard of;
 // a member grants it when the token is above any it granted before and the
 // lease is free (never granted, released, or not renewed for
-// Config.Lease). The owner starts the worker once a quorum (Config.Quorum,
-// by default a majority of the peers) has granted, and renews the grants
-// with every heartbeat. Since any two quorums share a member, and a member
+// Config.Lease), or when it is that member's already under that token (it
+// was offered, see "Failover"). The owner starts the worker once a quorum
+// (Config.Quorum, by default a majority of the peers) has granted, and
+// renews the grants with every heartbeat. Since any two quorums share a member, and a member
 // grants a lease to one holder at a time, two members never hold a
 // worker's lease at once. The holder counts its lease from the moment it
 // sent the request that a quorum renewed, which is before any grantor
@@ -65,10 +66,35 @@
 // exceeded its restart intensity) stays down while that placement lasts;
 // it starts again, fresh, where it is placed next.
 //
-// With Peers, a member is taken as down when no heartbeat or timely answer
-// has come from it for Config.Lease, which is also when its grants run
-// out: a SIGKILLed member's worker runs elsewhere after the lease, plus a
-// grant round trip, plus a warm start.
+// # Failover
+//
+// With Peers, a member is taken as down once no heartbeat or timely answer
+// has come from it for Config.Lease, and no grant it asked for still runs
+// (a grant made on a lease request, or deferred until an earlier grant ran
+// out, can outlast its latest heartbeat by up to an interval): taken as
+// down, it holds nothing it asked for. Each grantor then offers the leases
+// it held to their new owners, unasked: an offer is an ordinary grant (the
+// lease is free there, the token above any granted there), made before the
+// owner asks. The owner counts it from the send time of its own heartbeat
+// that the grantor had received last, which is before the grant, and
+// keeps it for its next acquire, for at most a lease. A grantor whose
+// grant to a holder runs out while that holder, still up in its view, has
+// been silent (no heartbeat, no answer) for all of the lease but an
+// interval offers it then already, to the owner among the others: such a
+// member has all but certainly stopped. A new owner that holds offers from
+// a quorum places the worker as soon as it takes the old owner as down
+// itself, with no round trip. A SIGKILLed member's worker therefore runs
+// elsewhere after the lease and a warm start; when the grant that runs out
+// last is another member's, add the one-way trip of its offer (or of its
+// answer to the new owner's request). The new owner starts the worker
+// before it updates protoactor's member list (which grains and the
+// remote's endpoints use): that follows once the worker runs, at most
+// Config.Timeout later, and its MemberEvent goes out at once.
+//
+// An offer, like any grant, moves its grantor's token on: the old holder,
+// should it be alive after all (cut off from that grantor for the lease),
+// is refused there from then on, and keeps its worker only while a quorum
+// without that grantor renews its lease.
 //
 // # What is guaranteed during a partition
 //

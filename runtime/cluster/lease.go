@@ -12,6 +12,7 @@ type grant struct {
 	token   uint64    // the token of the current (or last) grant
 	max     uint64    // the highest token ever granted here; tokens only grow
 	expires time.Time // the grant is void from this instant on
+	offered bool      // granted unasked (offer), and not asked for or renewed by its holder since
 }
 
 // memberRef names a member: its id (new for each process) with the name
@@ -33,12 +34,29 @@ func (g *grant) remaining(now time.Time) time.Duration {
 
 // acquire decides an Acquire of token by h at now: it is granted when the
 // token is above every token granted before and the lease is free or
-// already h's. A granted lease lasts lease from now.
+// already h's, or when h holds it under that very token already (it was
+// offered to h, see Offer in the wire messages). A granted lease lasts
+// lease from now.
 func (g *grant) acquire(now time.Time, h memberRef, token uint64, lease time.Duration) bool {
+	if g.held(now) && g.holder.id == h.id && g.token == token {
+		g.expires, g.offered = now.Add(lease), false
+		return true
+	}
 	if token <= g.max || (g.held(now) && g.holder.id != h.id) {
 		return false
 	}
-	g.holder, g.token, g.max, g.expires = h, token, token, now.Add(lease)
+	g.holder, g.token, g.max, g.expires, g.offered = h, token, token, now.Add(lease), false
+	return true
+}
+
+// offer grants the lease to h unasked under token, as acquire would
+// grant it to h's request: when the token is above every token granted
+// before and the lease is free.
+func (g *grant) offer(now time.Time, h memberRef, token uint64, lease time.Duration) bool {
+	if token <= g.max || g.held(now) {
+		return false
+	}
+	g.holder, g.token, g.max, g.expires, g.offered = h, token, token, now.Add(lease), true
 	return true
 }
 
@@ -56,7 +74,7 @@ func (g *grant) renew(now time.Time, h memberRef, token uint64, lease time.Durat
 	default:
 		return false
 	}
-	g.expires = now.Add(lease)
+	g.expires, g.offered = now.Add(lease), false
 	return true
 }
 

@@ -47,6 +47,8 @@ type (
 		req    *wire.Acquire
 		sender *actor.PID
 	}
+	offerDue struct{ name, gone string }
+	paSync   struct{}
 	leaveMsg struct{ done chan struct{} }
 )
 
@@ -66,6 +68,7 @@ type peer struct {
 	info      *wire.Member // nil until its first heartbeat or answer
 	lastRecv  time.Time    // receipt of its latest heartbeat
 	lastAcked time.Time    // send time of our latest heartbeat it answered in time
+	lastRound uint64       // the round of its latest heartbeat (from its current id)
 	up        bool
 	since     time.Time // when it came up (or went down) in this view
 	timer     *time.Timer
@@ -96,6 +99,8 @@ type worker struct {
 	dead    time.Time     // holding: the lease ends here in this member's view
 	stopT   *time.Timer
 	retryT  *time.Timer
+	offerT  *time.Timer     // a grantor's offer of the lease, due when the grant to a member gone runs out
+	offer   offer           // the latest offer of the lease to this member, as a holder
 	started bool            // StartWorker has answered for the current token
 	h       *runtime.Handle // its handle, when the start succeeded
 	state   runtime.WorkerState
@@ -109,6 +114,15 @@ type worker struct {
 		pid    int64
 		at     time.Time
 	}
+}
+
+// offer is a grant of a worker's lease that a grantor sent this member
+// unasked (wire.Offer).
+type offer struct {
+	from, addr string    // the grantor
+	token      uint64    // zero: none
+	counted    time.Time // the grant counts from here (zero: unknown, ask for it)
+	at         time.Time // received
 }
 
 // round is one heartbeat sent to every peer, kept until its answers are
@@ -137,7 +151,14 @@ type memberActor struct {
 	rdv     *pcluster.Rendezvous
 	rn      uint64
 	rounds  map[uint64]*round
+	sentAt  map[uint64]time.Time // send time of each round of the last lease, for offers
 	leaving bool
+	// protoactor's member list, while it is behind this view: the members
+	// to give it, and the member events to publish once it has them.
+	paBehind  bool
+	paMembers []*pcluster.Member
+	paEvents  []MemberEvent
+	paT       *time.Timer
 	// leaveDone is closed once a leave has stopped every worker here.
 	leaveDone chan struct{}
 	ctx       actor.Context
@@ -145,7 +166,7 @@ type memberActor struct {
 }
 
 func newMemberActor(c *Cluster) *memberActor {
-	m := &memberActor{c: c, peers: map[string]*peer{}, workers: map[string]*worker{}, rounds: map[uint64]*round{},
+	m := &memberActor{c: c, peers: map[string]*peer{}, workers: map[string]*worker{}, rounds: map[uint64]*round{}, sentAt: map[uint64]time.Time{},
 		now: time.Now, static: c.cfg.Provider == nil, rdv: pcluster.NewRendezvous(),
 		lt: leaseTimes{lease: c.cfg.Lease, margin: c.cfg.Lease / 10, interval: c.cfg.Interval}}
 	for _, a := range c.cfg.Peers {
@@ -170,7 +191,7 @@ func (m *memberActor) Receive(ctx actor.Context) {
 		m.info = &wire.Member{Id: m.self.id, Name: m.self.name, Address: m.self.addr,
 			Kinds: m.c.pc.GetClusterKinds(), StartedUnixNano: now.UnixNano()}
 		if m.static {
-			m.updateTopology(now)
+			m.updateTopology(now, "", nil)
 		}
 	case tick:
 		m.heartbeat(now)
@@ -188,6 +209,16 @@ func (m *memberActor) Receive(ctx actor.Context) {
 		m.onAcquire(now, msg, ctx.Sender())
 	case deferredAcquire:
 		m.onAcquire(now, msg.req, msg.sender)
+	case *wire.Offer:
+		m.onOffer(now, msg)
+	case paSync:
+		m.paT = nil
+		m.syncProtoactor(now)
+	case offerDue:
+		if w := m.workers[msg.name]; w != nil {
+			w.offerT = nil
+			m.offer(now, w, msg.gone) // nothing if renewed meanwhile
+		}
 	case *wire.AcquireReply:
 		m.onAcquireReply(now, msg)
 	case *wire.Release:
@@ -221,10 +252,16 @@ func (m *memberActor) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		m.stopTimers()
 	}
+	if m.paBehind && !m.starting() {
+		m.syncProtoactor(now)
+	}
 	m.publish(now)
 }
 
 func (m *memberActor) stopTimers() {
+	if m.paT != nil {
+		m.paT.Stop()
+	}
 	for _, p := range m.peers {
 		if p.timer != nil {
 			p.timer.Stop()
@@ -236,6 +273,9 @@ func (m *memberActor) stopTimers() {
 		}
 		if w.retryT != nil {
 			w.retryT.Stop()
+		}
+		if w.offerT != nil {
+			w.offerT.Stop()
 		}
 	}
 }
@@ -291,9 +331,37 @@ func (m *memberActor) heartbeat(now time.Time) {
 			delete(m.rounds, n)
 		}
 	}
+	m.sentAt[m.rn] = now
+	for n, t := range m.sentAt {
+		if now.Sub(t) > m.lt.lease {
+			delete(m.sentAt, n)
+		}
+	}
 	for _, a := range m.targets() {
 		m.ctx.Request(m.peerPID(a), hb)
 	}
+	// A holder of a grant here whose heartbeats are overdue may be gone:
+	// its lease is offered on when the grant runs out (see offer).
+	for _, name := range m.names {
+		w := m.workers[name]
+		h := w.g.holder.id
+		if w.offerT != nil || h == "" || h == m.self.id || !w.g.held(now) {
+			continue
+		}
+		if p := m.peerByID(h); p != nil && now.Sub(p.heard()) > 2*m.c.cfg.Interval {
+			w.offerT = m.after(w.g.remaining(now), offerDue{name: name, gone: h})
+		}
+	}
+}
+
+// peerByID returns the peer whose current id is id, or nil.
+func (m *memberActor) peerByID(id string) *peer {
+	for _, p := range m.peers {
+		if p.info != nil && p.info.Id == id {
+			return p
+		}
+	}
+	return nil
 }
 
 // renewed extends w's lease when round r has its quorum.
@@ -326,12 +394,16 @@ func (m *memberActor) peerOf(info *wire.Member) *peer {
 		p = &peer{addr: info.Address}
 		m.peers[info.Address] = p
 	}
-	if p.info != nil && p.info.Id != info.Id && p.up {
-		// The peer restarted under a new id: the old one is gone.
-		m.c.log.Info("cluster: member restarted", "address", p.addr, "old_id", p.info.Id, "new_id", info.Id)
-		p.up = false
-		p.info = info
-		m.updateTopology(m.now())
+	if p.info != nil && p.info.Id != info.Id {
+		p.lastRound = 0
+		if p.up {
+			// The peer restarted under a new id: the old one is gone.
+			m.c.log.Info("cluster: member restarted", "address", p.addr, "old_id", p.info.Id, "new_id", info.Id)
+			p.up = false
+			old := p.info.Id
+			p.info = info
+			m.updateTopology(m.now(), old, nil)
+		}
 	}
 	p.info = info
 	return p
@@ -350,14 +422,39 @@ func (m *memberActor) alive(now time.Time, p *peer) {
 	if !p.up && m.static {
 		p.up, p.since = true, now
 		m.c.log.Info("cluster: member up", "member", p.info.GetName(), "address", p.addr, "id", p.info.GetId())
-		m.updateTopology(now)
-		m.c.emit(MemberEvent{Member: p.info.GetName(), Address: p.addr, ID: p.info.GetId(), Up: true, At: now})
+		m.updateTopology(now, "", &MemberEvent{Member: p.info.GetName(), Address: p.addr, ID: p.info.GetId(), Up: true, At: now})
 	}
 }
 
+// downAt returns when p is taken as down: once nothing has come from it
+// for the lease, and no grant that it asked for here still runs. Such a
+// grant can outlast p's latest heartbeat by up to an interval (granted on
+// a lease request sent after it, or deferred until a previous grant ran
+// out); nothing p held can move before it runs out, and so, taken as
+// down, p holds nothing here that it asked for: its leases are free, and
+// offered to their new owners, at once. A grant offered to p unasked does
+// not hold its detection back; it is offered on when it runs out.
+func (m *memberActor) downAt(p *peer) time.Time {
+	due := p.heard().Add(m.lt.lease)
+	for _, name := range m.names {
+		if g := m.workers[name].g; p.info != nil && g.holder.id == p.info.Id && !g.offered && g.expires.After(due) {
+			due = g.expires
+		}
+	}
+	return due
+}
+
+// onPeerCheck takes p as down at downAt.
 func (m *memberActor) onPeerCheck(now time.Time, addr string) {
 	p := m.peers[addr]
-	if p == nil || !p.up || now.Before(p.heard().Add(m.lt.lease)) {
+	if p == nil || !p.up {
+		return
+	}
+	if due := m.downAt(p); now.Before(due) {
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+		p.timer = m.after(due.Sub(now), peerCheck{addr: addr})
 		return
 	}
 	m.down(now, p, "no heartbeat within the lease")
@@ -369,24 +466,87 @@ func (m *memberActor) down(now time.Time, p *peer, why string) {
 	}
 	p.up, p.since = false, now
 	m.c.log.Info("cluster: member down", "member", p.info.GetName(), "address", p.addr, "why", why)
+	ev := MemberEvent{Member: p.info.GetName(), Address: p.addr, ID: p.info.GetId(), Up: false, At: now}
 	if m.static {
-		m.updateTopology(now)
+		m.updateTopology(now, p.info.GetId(), &ev)
+		return
 	}
-	m.c.emit(MemberEvent{Member: p.info.GetName(), Address: p.addr, ID: p.info.GetId(), Up: false, At: now})
+	m.c.emit(ev)
 }
 
 // updateTopology gives protoactor's member list the members up in this
-// view (static peers only). The list publishes a ClusterTopology, which
-// comes back to this actor; placements are reconciled from here at once.
-func (m *memberActor) updateTopology(now time.Time) {
+// view (static peers only); gone is the id of a member that has just gone
+// down ("" for none), ev the event to publish once protoactor's list has
+// the change (nil for none). Placements are reconciled first, on the
+// members that protoactor's list will hold (those up, less any it has
+// blocked), and the leases gone held offered to their new owners. A worker
+// placed here by the change starts before protoactor's list is updated
+// (which takes a fraction of a millisecond, with its endpoint and grain
+// bookkeeping): the update waits until the worker is running, at most
+// Config.Timeout.
+func (m *memberActor) updateTopology(now time.Time, gone string, ev *MemberEvent) {
 	ms := []*pcluster.Member{toMember(m.info)}
 	for _, a := range m.order {
 		if p := m.peers[a]; p.up && p.info != nil {
 			ms = append(ms, toMember(p.info))
 		}
 	}
-	m.c.pc.MemberList.UpdateClusterTopology(ms)
+	bl := m.c.pc.Remote.BlockList()
+	active := make([]*pcluster.Member, 0, len(ms))
+	for _, mb := range ms {
+		if !bl.IsBlocked(mb.Id) {
+			active = append(active, mb)
+		}
+	}
+	m.setTopology(now, active)
+	m.offerLeases(now, gone)
+	m.paBehind, m.paMembers = true, ms
+	if ev != nil {
+		m.paEvents = append(m.paEvents, *ev)
+	}
+	if !m.starting() {
+		m.syncProtoactor(now)
+		return
+	}
+	// The events of this member's view go out now; protoactor's list
+	// follows.
+	for _, e := range m.paEvents {
+		m.c.emit(e)
+	}
+	m.paEvents = nil
+	if m.paT == nil {
+		m.paT = m.after(m.c.cfg.Timeout, paSync{})
+	}
+}
+
+// starting reports whether a worker is being placed here: its lease asked
+// for, or held and the worker not yet running (nor ended).
+func (m *memberActor) starting() bool {
+	for _, w := range m.workers {
+		if w.ph == acquiring || (w.ph == holding && w.state < runtime.Running) {
+			return true
+		}
+	}
+	return false
+}
+
+// syncProtoactor gives protoactor's member list the members of this view,
+// and publishes the member events that waited for it.
+func (m *memberActor) syncProtoactor(now time.Time) {
+	if !m.paBehind {
+		return
+	}
+	if m.paT != nil {
+		m.paT.Stop()
+		m.paT = nil
+	}
+	m.c.pc.MemberList.UpdateClusterTopology(m.paMembers)
+	evs := m.paEvents
+	m.paBehind, m.paMembers, m.paEvents = false, nil, nil
 	m.setTopology(now, m.c.pc.MemberList.Members().Members())
+	for _, e := range evs {
+		m.c.emit(e)
+	}
 }
 
 func toMember(info *wire.Member) *pcluster.Member {
@@ -395,19 +555,25 @@ func toMember(info *wire.Member) *pcluster.Member {
 }
 
 func (m *memberActor) onTopology(now time.Time, t *pcluster.ClusterTopology) {
-	if !m.static {
-		for _, left := range t.Left {
-			if p := m.peers[left.Address()]; p != nil {
-				p.up, p.since = false, now
-			}
+	if m.static {
+		// protoactor's list changes only by updateTopology here: this is
+		// its echo, perhaps of a view older than the current one.
+		return
+	}
+	for _, left := range t.Left {
+		if p := m.peers[left.Address()]; p != nil {
+			p.up, p.since = false, now
 		}
-		for _, mb := range t.Members {
-			if p := m.peers[mb.Address()]; p != nil && !p.up {
-				p.up, p.since = true, now
-			}
+	}
+	for _, mb := range t.Members {
+		if p := m.peers[mb.Address()]; p != nil && !p.up {
+			p.up, p.since = true, now
 		}
 	}
 	m.setTopology(now, t.Members)
+	for _, left := range t.Left {
+		m.offerLeases(now, left.Id)
+	}
 }
 
 func (m *memberActor) setTopology(now time.Time, members []*pcluster.Member) {
@@ -451,9 +617,13 @@ func (m *memberActor) reconcile(now time.Time) {
 	}
 }
 
-// acquire asks every member up for name's lease under a new token.
+// acquire asks every member up for name's lease under a new token. An
+// offer of the lease that is still fresh gives the token, and counts as
+// its grantor's grant without asking it again: with a quorum of two, the
+// worker is placed here at once.
 func (m *memberActor) acquire(now time.Time, w *worker) {
-	token := max(w.g.max, w.known) + 1
+	token, of := m.acquireToken(now, w)
+	w.offer = offer{}
 	prev, wasHeld := w.g.holder, w.g.held(now)
 	if !w.g.acquire(now, m.self, token, m.lt.lease) {
 		// Held by another member in this member's own view: ask again
@@ -464,9 +634,16 @@ func (m *memberActor) acquire(now time.Time, w *worker) {
 	w.expired = !wasHeld && prev.id != "" && prev.id != m.self.id
 	w.ph, w.token, w.sent, w.granted, w.refused, w.wait = acquiring, token, now, map[string]bool{m.self.id: true}, 0, 0
 	w.asked = 1
+	if of.token != 0 && m.countable(now, w, of.counted) {
+		w.granted[of.from] = true
+		w.sent = of.counted
+		w.asked++
+	} else {
+		of.from = "" // ask it too: it answers with the grant it offered
+	}
 	req := &wire.Acquire{Worker: w.spec.Name, Token: token, Holder: m.info}
 	for _, a := range m.targets() {
-		if p := m.peers[a]; p != nil && p.up {
+		if p := m.peers[a]; p != nil && p.up && (of.from == "" || p.info.GetId() != of.from) {
 			m.ctx.Request(m.peerPID(a), req)
 			w.asked++
 		}
@@ -474,6 +651,27 @@ func (m *memberActor) acquire(now time.Time, w *worker) {
 	if !m.checkQuorum(now, w) {
 		w.stopT = m.after(m.c.cfg.Timeout, acquireTimeout{name: w.spec.Name, token: token})
 	}
+}
+
+// acquireToken returns the token that an acquire of w asks under at now,
+// and the offer that gives it (the zero offer when none does): one above
+// every token granted here and heard of, or the token of w's offer when
+// that is still good. An offer's token is good when it is above every
+// token granted here and no lower than the highest heard of (which may be
+// the offer's own, from its grantor's answer), and when it came less than
+// a lease (less the margin) ago: its grant lasts a lease at most.
+func (m *memberActor) acquireToken(now time.Time, w *worker) (uint64, offer) {
+	of := w.offer
+	if of.token == 0 || of.token <= w.g.max || of.token < w.known || now.Sub(of.at) >= m.lt.lease-m.lt.margin {
+		return max(w.g.max, w.known) + 1, offer{}
+	}
+	return of.token, of
+}
+
+// countable reports whether a grant counted from counted leaves a holder
+// of w at least a heartbeat to renew it before it would have to stop.
+func (m *memberActor) countable(now time.Time, w *worker, counted time.Time) bool {
+	return !counted.IsZero() && now.Add(m.c.cfg.Interval).Before(m.lt.stopAt(m.lt.holderDeadline(counted), w.spec.GracePeriod()))
 }
 
 func (m *memberActor) retry(w *worker, d time.Duration) {
@@ -520,6 +718,16 @@ func (m *memberActor) onAcquireReply(now time.Time, r *wire.AcquireReply) {
 		}
 		return
 	}
+	if cur := r.GetCurrent(); !r.Granted && cur.GetHolderId() == m.self.id && cur.GetToken() > w.token {
+		// The grantor offered this member the lease under a higher token
+		// meanwhile: ask again under that one, at once.
+		if w.offer.token < cur.GetToken() {
+			w.offer = offer{from: r.From.GetId(), addr: r.From.GetAddress(), token: cur.GetToken(), at: now}
+		}
+		m.giveUp(w, "offered a higher token")
+		m.acquire(now, w)
+		return
+	}
 	if r.Granted {
 		w.granted[r.From.GetId()] = true
 	} else {
@@ -534,6 +742,12 @@ func (m *memberActor) onAcquireReply(now time.Time, r *wire.AcquireReply) {
 // abandon gives up an acquire: the grants it got are handed back and it
 // is tried again later.
 func (m *memberActor) abandon(now time.Time, w *worker, why string) {
+	m.giveUp(w, why)
+	m.retry(w, w.wait)
+}
+
+// giveUp ends an acquire and hands back the grants it got.
+func (m *memberActor) giveUp(w *worker, why string) {
 	m.c.log.Debug("cluster: acquire given up", "worker", w.spec.Name, "token", w.token, "why", why,
 		"granted", len(w.granted), "refused", w.refused, "asked", w.asked, "wait", w.wait, "known", w.known)
 	if w.stopT != nil {
@@ -545,12 +759,11 @@ func (m *memberActor) abandon(now time.Time, w *worker, why string) {
 		m.ctx.Send(m.peerPID(a), rel)
 	}
 	w.ph = idle
-	m.retry(w, w.wait)
 }
 
 // hold starts the worker here: a quorum granted its lease.
 func (m *memberActor) hold(now time.Time, w *worker) {
-	w.ph, w.dead, w.started, w.h = holding, m.lt.holderDeadline(w.sent), false, nil
+	w.ph, w.dead, w.started, w.h, w.state, w.pid = holding, m.lt.holderDeadline(w.sent), false, nil, 0, 0
 	m.armStop(now, w)
 	name, token := w.spec.Name, w.token
 	m.c.metrics.changes.WithLabelValues(name).Inc()
@@ -678,6 +891,7 @@ func (m *memberActor) onHeartbeat(now time.Time, hb *wire.Heartbeat) {
 		w.remote.holder, w.remote.token, w.remote.state, w.remote.pid, w.remote.at = h, l.Token, l.State, l.Pid, now
 	}
 	m.ctx.Respond(ack)
+	p.lastRound = hb.Round
 	if hb.Leaving {
 		p.lastRecv, p.lastAcked = time.Time{}, time.Time{}
 		m.down(now, p, "left")
@@ -771,6 +985,129 @@ func (m *memberActor) onRelease(now time.Time, r *wire.Release) {
 		w.retryT = nil
 		m.reconcile(now)
 	}
+}
+
+// offerLeases offers each lease that the member gone, just taken as down,
+// held here to the worker's new owner, once the grant has run out here:
+// at once for those run out already (the usual case, since a member is
+// taken as down no earlier than its grants here run out), when they do
+// for the others.
+func (m *memberActor) offerLeases(now time.Time, gone string) {
+	if gone == "" {
+		return
+	}
+	for _, name := range m.names {
+		w := m.workers[name]
+		if w.g.holder.id != gone {
+			continue
+		}
+		if w.g.held(now) {
+			if w.offerT != nil {
+				w.offerT.Stop()
+			}
+			w.offerT = m.after(w.g.remaining(now), offerDue{name: name, gone: gone})
+			continue
+		}
+		m.offer(now, w, gone)
+	}
+}
+
+// offer grants w's lease, unasked, to its next owner (see successor),
+// when the grant here was last the member gone's and has run out, and the
+// next owner is another member that is up and has sent a heartbeat. The
+// grant is an ordinary one (the lease is free here and the token is above
+// any granted here), made before the owner asks; the owner counts it from
+// its heartbeat round received last here, which it sent before this grant.
+func (m *memberActor) offer(now time.Time, w *worker, gone string) {
+	if m.leaving || gone == "" || w.g.holder.id != gone || w.g.held(now) {
+		return
+	}
+	addr := m.successor(now, w.spec.Name, gone)
+	p := m.peers[addr]
+	if addr == "" || addr == m.self.addr || p == nil || !p.up || p.info == nil || p.lastRound == 0 || p.info.Id == gone {
+		return
+	}
+	token := max(w.g.max, w.known) + 1
+	if !w.g.offer(now, m.ref(p.info), token, m.lt.lease) {
+		return
+	}
+	m.ctx.Send(m.peerPID(addr), &wire.Offer{Worker: w.spec.Name, Token: token, From: m.info, HolderId: p.info.Id, Round: p.lastRound})
+}
+
+// successor returns the address of the member that owns name once the
+// member gone is taken as down: the owner in this view if gone is down
+// here already. While gone is still up here, it is the owner among the
+// others only once gone has been silent (no heartbeat, no answer) for the
+// lease less an interval: a member that heartbeats every interval and
+// answers every heartbeat has all but certainly stopped, and is taken as
+// down within the interval. "" for none.
+func (m *memberActor) successor(now time.Time, name, gone string) string {
+	rest := make([]*pcluster.Member, 0, len(m.topo))
+	for _, mb := range m.topo {
+		if mb.Id != gone {
+			rest = append(rest, mb)
+		}
+	}
+	if len(rest) == len(m.topo) {
+		return m.owner(name)
+	}
+	if p := m.peerByID(gone); p == nil || now.Sub(p.heard()) < m.lt.lease-m.c.cfg.Interval {
+		return ""
+	}
+	if len(rest) < m.c.cfg.Quorum || m.leaving {
+		return ""
+	}
+	r := pcluster.NewRendezvous()
+	r.UpdateMembers(rest)
+	return r.GetByClusterIdentity(&pcluster.ClusterIdentity{Identity: name, Kind: workerKind})
+}
+
+// onOffer takes a grant offered unasked. It counts at once toward an
+// acquire under its token; an idle member keeps it for its next acquire
+// (which it starts now if it owns the worker), for at most a lease. An
+// offer that this member cannot use (to an earlier process at its
+// address, while leaving, or under a token below one granted here since)
+// is handed back.
+func (m *memberActor) onOffer(now time.Time, o *wire.Offer) {
+	w := m.workers[o.Worker]
+	if w == nil {
+		return
+	}
+	from := o.From.GetId()
+	counted, known := m.sentAt[o.Round]
+	if !known {
+		counted = time.Time{}
+	}
+	switch {
+	case o.HolderId != m.self.id || m.leaving:
+	case w.ph == acquiring && w.token == o.Token:
+		if !w.granted[from] && m.countable(now, w, counted) {
+			w.granted[from] = true
+			if counted.Before(w.sent) {
+				w.sent = counted
+			}
+			m.checkQuorum(now, w)
+		} // otherwise the acquire sent to it is answered with this grant
+		return
+	case w.ph == holding && w.token == o.Token:
+		return
+	case o.Token <= w.g.max:
+		// A higher token was granted here since: of no use.
+	case w.ph == idle || (w.ph == acquiring && o.Token > w.token):
+		// While acquiring under a lower token, the grantor refuses that
+		// one (it holds this offer for us), and the acquire starts again
+		// under the offered token.
+		w.offer = offer{from: from, addr: o.From.GetAddress(), token: o.Token, counted: counted, at: now}
+		if w.ph == idle {
+			if w.retryT != nil {
+				w.retryT.Stop()
+				w.retryT = nil
+			}
+			m.reconcile(now)
+		}
+		return
+	}
+	m.ctx.Send(m.peerPID(o.From.GetAddress()), &wire.Release{Worker: o.Worker, Token: o.Token, HolderId: o.HolderId})
 }
 
 // finishLeave ends a leave once no worker is held or stopping here: the

@@ -580,6 +580,88 @@ func (x *Release) GetHolderId() string {
 	return ""
 }
 
+// Offer grants a worker's lease unasked: a grantor whose grant to a member
+// it took as down (or that, still up, has been silent for all of the lease
+// but an interval) has run out sends it to the worker's next owner, so that
+// the owner has the grant in hand when it sees the loss itself. The owner
+// counts the grant from the send time of its heartbeat round that the
+// grantor had received last, which is before the grantor granted it.
+type Offer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Worker        string                 `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	Token         uint64                 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
+	From          *Member                `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`                         // the grantor
+	HolderId      string                 `protobuf:"bytes,4,opt,name=holder_id,json=holderId,proto3" json:"holder_id,omitempty"` // the member granted (its id: an offer to an earlier process at its address is handed back)
+	Round         uint64                 `protobuf:"varint,5,opt,name=round,proto3" json:"round,omitempty"`                      // the latest heartbeat round of the holder that the grantor had received
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Offer) Reset() {
+	*x = Offer{}
+	mi := &file_wire_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Offer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Offer) ProtoMessage() {}
+
+func (x *Offer) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Offer.ProtoReflect.Descriptor instead.
+func (*Offer) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Offer) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *Offer) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *Offer) GetFrom() *Member {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *Offer) GetHolderId() string {
+	if x != nil {
+		return x.HolderId
+	}
+	return ""
+}
+
+func (x *Offer) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -626,7 +708,13 @@ const file_wire_proto_rawDesc = "" +
 	"\aRelease\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x1b\n" +
-	"\tholder_id\x18\x03 \x01(\tR\bholderIdB<Z:github.com/bgworker/bgworker/runtime/cluster/internal/wireb\x06proto3"
+	"\tholder_id\x18\x03 \x01(\tR\bholderId\"\x96\x01\n" +
+	"\x05Offer\x12\x16\n" +
+	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\x12,\n" +
+	"\x04from\x18\x03 \x01(\v2\x18.bgworker.cluster.MemberR\x04from\x12\x1b\n" +
+	"\tholder_id\x18\x04 \x01(\tR\bholderId\x12\x14\n" +
+	"\x05round\x18\x05 \x01(\x04R\x05roundB<Z:github.com/bgworker/bgworker/runtime/cluster/internal/wireb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -640,7 +728,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_wire_proto_goTypes = []any{
 	(*Member)(nil),       // 0: bgworker.cluster.Member
 	(*Lease)(nil),        // 1: bgworker.cluster.Lease
@@ -650,6 +738,7 @@ var file_wire_proto_goTypes = []any{
 	(*Acquire)(nil),      // 5: bgworker.cluster.Acquire
 	(*AcquireReply)(nil), // 6: bgworker.cluster.AcquireReply
 	(*Release)(nil),      // 7: bgworker.cluster.Release
+	(*Offer)(nil),        // 8: bgworker.cluster.Offer
 }
 var file_wire_proto_depIdxs = []int32{
 	0, // 0: bgworker.cluster.Heartbeat.from:type_name -> bgworker.cluster.Member
@@ -659,11 +748,12 @@ var file_wire_proto_depIdxs = []int32{
 	0, // 4: bgworker.cluster.Acquire.holder:type_name -> bgworker.cluster.Member
 	4, // 5: bgworker.cluster.AcquireReply.current:type_name -> bgworker.cluster.Grant
 	0, // 6: bgworker.cluster.AcquireReply.from:type_name -> bgworker.cluster.Member
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	0, // 7: bgworker.cluster.Offer.from:type_name -> bgworker.cluster.Member
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -677,7 +767,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
