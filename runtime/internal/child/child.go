@@ -151,6 +151,7 @@ func Run(cookieHex string, cfg Config) int {
 		return refuse("no welcome from the host on fd %d within %v", bridge.ChildFD, HandshakeTimeout)
 	}
 	c.ep = bridge.NewEndpoint(conn, c.system, hostAddress, c.resolve, c.log)
+	c.ep.SetDeliver(c.deliver)
 	c.system.ProcessRegistry.RegisterAddressResolver(func(pid *actor.PID) (actor.Process, bool) {
 		if pid.Address == hostAddress {
 			return c.ep, true
@@ -199,6 +200,7 @@ type child struct {
 
 	disp     *hold.Dispatcher // the worker actor's dispatcher when it gets the runtime's mailbox (start); held by the reader for a batch
 	worker   atomic.Pointer[worker]
+	batch    []any // the read batch's messages for the worker actor, not yet posted; owned by the read loop
 	termOnce sync.Once
 	term     chan struct{}
 	deadline time.Time
@@ -212,6 +214,7 @@ func (c *child) read() {
 			return nil
 		}
 		batch = false
+		c.flush()
 		run := c.disp.Take()
 		if run == nil {
 			return nil
@@ -229,7 +232,7 @@ func (c *child) read() {
 		if err := stage.Check(k); err != nil {
 			return err
 		}
-		if !batch && (k == bridge.KindAssign || k == bridge.KindTell || k == bridge.KindRequest) {
+		if !batch && k != bridge.KindHeartbeat && k != bridge.KindResponse && k != bridge.KindWelcome {
 			batch = true // the worker's mailbox runs, if these schedule it, are for yield
 			c.disp.Hold()
 		}
@@ -270,6 +273,7 @@ func (c *child) read() {
 			if err != nil {
 				return err
 			}
+			c.flush() // what came before the notice reaches the worker before it
 			var deadline time.Time
 			if d != 0 {
 				deadline = time.Unix(0, d)
@@ -280,6 +284,7 @@ func (c *child) read() {
 			if err := bridge.ParseEmpty(k, body); err != nil {
 				return err
 			}
+			c.flush()
 			if w := c.worker.Load(); w != nil {
 				w.reload()
 			}
@@ -297,6 +302,40 @@ func (c *child) read() {
 		}
 		killGroupAndExit()
 	})
+}
+
+// deliver is the endpoint's delivery of inbound tells and requests
+// (bridge.Endpoint.SetDeliver): those for the worker actor, when it has
+// the runtime's mailbox, are kept for one PostBatch at the end of the read
+// batch (flush), so that the mailbox takes one lock per batch, not per
+// message; anything else is sent at once.
+func (c *child) deliver(dst *actor.PID, msg any) {
+	if w := c.worker.Load(); w != nil && dst == w.self.Load() && w.mbox.Load() != nil {
+		c.batch = append(c.batch, msg)
+		return
+	}
+	c.system.Root.Send(dst, msg)
+}
+
+// flush posts the kept messages to the worker's mailbox; a run that starts
+// goes to the worker's dispatcher, held by the reader for its yield. Once
+// the worker actor has stopped, they go the way protoactor sends to a
+// stopped actor: to dead letters, so that a request is answered.
+func (c *child) flush() {
+	if len(c.batch) == 0 {
+		return
+	}
+	w := c.worker.Load()
+	if _, alive := c.system.ProcessRegistry.GetLocal(workerActorName); !alive {
+		pid := w.self.Load()
+		for i, m := range c.batch {
+			c.system.Root.Send(pid, m)
+			c.batch[i] = nil
+		}
+		c.batch = c.batch[:0]
+		return
+	}
+	c.batch = w.mbox.Load().PostBatch(c.batch)
 }
 
 // killOwnLeaf, in a child whose postmaster is gone, kills the child's
@@ -444,7 +483,12 @@ func (c *child) start(a bridge.Assign) error {
 	if propsHave(props, "mailboxProducer") {
 		props = props.Configure(actor.WithReceiverMiddleware(w.lifecycle))
 	} else {
-		props = props.Configure(actor.WithMailbox(actor.Unbounded(&lifecycleProbe{onStarted: w.started, onStop: w.checkStopped})))
+		probe := &lifecycleProbe{onStarted: w.started, onStop: w.checkStopped}
+		props = props.Configure(actor.WithMailbox(func() actor.Mailbox {
+			mb := hold.NewMailbox(probe)
+			w.mbox.Store(mb)
+			return mb
+		}))
 		if !propsHave(props, "dispatcher") {
 			props = props.Configure(actor.WithDispatcher(c.disp))
 		}
@@ -521,6 +565,7 @@ type worker struct {
 	assign    bridge.Assign
 	ctx       context.Context // cancelled when the postmaster asks the worker to stop
 	self      atomic.Pointer[actor.PID]
+	mbox      atomic.Pointer[hold.Mailbox] // the worker actor's mailbox when it is the runtime's (start)
 	seg       *shmactor.Segment
 	ready     sync.Once
 	readySent chan struct{} // closed once the Ready frame has been handed to the connection
