@@ -21,6 +21,8 @@ var ErrClosed = errors.New("bridge: connection closed")
 var ErrBackpressure = errors.New("bridge: write queue full")
 
 // Stats counts a connection's traffic. All fields are updated atomically.
+// A frame counts as out once it is handed to the socket (written, or being
+// written), in as it is read.
 type Stats struct {
 	FramesIn, FramesOut atomic.Uint64
 	BytesIn, BytesOut   atomic.Uint64
@@ -52,6 +54,7 @@ type Conn struct {
 	space    sync.Cond // signals waiting senders and flushers: the queue shrank, a write ended, or close
 	waiters  int       // goroutines waiting on space
 	wbuf     []byte
+	wframes  uint64 // frames in wbuf, added to Stats when it is written
 	spare    []byte
 	oob      []byte // rights to send with the next flush (at most one set at a time)
 	closed   bool
@@ -179,8 +182,10 @@ func (c *Conn) lockQueue() error {
 // wakes the writer if it is waiting and releases the lock.
 func (c *Conn) unlockQueue(n int, frames uint64) {
 	if len(c.wbuf) > n {
-		c.Stats.FramesOut.Add(frames)
-		c.Stats.BytesOut.Add(uint64(len(c.wbuf) - n))
+		// Counted when written (writer): the counters are shared with
+		// readers of Stats, so two atomic adds per frame here cost a
+		// sender as much as the rest of queueing it.
+		c.wframes += frames
 		if c.idle && !c.writing {
 			c.idle = false
 			c.work.Signal()
@@ -339,13 +344,15 @@ func (c *Conn) writer() {
 			return
 		}
 		c.writing = true
-		buf, oob := c.wbuf, c.oob
-		c.wbuf, c.oob = c.spare[:0], nil
+		buf, oob, frames := c.wbuf, c.oob, c.wframes
+		c.wbuf, c.oob, c.wframes = c.spare[:0], nil, 0
 		c.spare = nil
 		if c.waiters > 0 {
 			c.space.Broadcast() // the queue is empty: room for blocked senders
 		}
 		c.mu.Unlock()
+		c.Stats.FramesOut.Add(frames)
+		c.Stats.BytesOut.Add(uint64(len(buf)))
 		err := c.write(buf, oob)
 		c.mu.Lock()
 		c.writing = false
