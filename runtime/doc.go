@@ -59,8 +59,9 @@
 //     GET /workers as activity, cleared by every state change.
 //   - SIGHUP and ProcessConfigFile: [Runtime.Reload]; with HandleSignals,
 //     SIGHUP to the host. A worker never gets SIGHUP itself.
-//   - Process titles: a child's threads carry its worker's name (cut to 15
-//     bytes), so ps and top show it; an idle child is bgw-idle.
+//   - Process titles: a child's process name (its main thread's) is its
+//     worker's name (cut to 15 bytes), so ps and top show it; an idle
+//     child is bgw-idle.
 //   - restart_after_crash = off: Config.NoRestartAfterCrash.
 //
 // # Children
