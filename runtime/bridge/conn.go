@@ -39,6 +39,7 @@ type Stats struct {
 // it is over MaxPending bytes (backpressure), up to the write timeout.
 type Conn struct {
 	uc       *net.UnixConn
+	rc       syscall.RawConn // uc's, for tryWrite
 	maxFrame int
 	Stats    Stats
 
@@ -55,6 +56,7 @@ type Conn struct {
 	waiters  int       // goroutines waiting on space
 	wbuf     []byte
 	wframes  uint64 // frames in wbuf, added to Stats when it is written
+	handed   uint64 // frames ever queued or written inline (Handed)
 	spare    []byte
 	oob      []byte // rights to send with the next flush (at most one set at a time)
 	closed   bool
@@ -81,7 +83,8 @@ func NewConn(uc *net.UnixConn, maxFrame int) *Conn {
 	if maxFrame <= 0 {
 		maxFrame = DefaultMaxFrame
 	}
-	c := &Conn{uc: uc, maxFrame: maxFrame, MaxPending: 8 << 20, WriteTimeout: 10 * time.Second, stopped: make(chan struct{})}
+	rc, _ := uc.SyscallConn() // fails only for a closed socket, which every write then reports
+	c := &Conn{uc: uc, rc: rc, maxFrame: maxFrame, MaxPending: 8 << 20, WriteTimeout: 10 * time.Second, stopped: make(chan struct{})}
 	c.lastRecv.Store(int64(time.Since(epoch)))
 	c.work.L = &c.mu
 	c.space.L = &c.mu
@@ -129,6 +132,16 @@ func (c *Conn) Buffered() (int, error) {
 		return 0, err
 	}
 	return n, ierr
+}
+
+// Handed returns how many frames senders have handed to the connection so
+// far, queued or written: unlike Stats.FramesOut, which counts a queued
+// frame once the writer takes it, it includes a frame as soon as its Send
+// returns.
+func (c *Conn) Handed() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.handed
 }
 
 // MaxFrame returns the frame size cap.
@@ -186,6 +199,7 @@ func (c *Conn) unlockQueue(n int, frames uint64) {
 		// readers of Stats, so two atomic adds per frame here cost a
 		// sender as much as the rest of queueing it.
 		c.wframes += frames
+		c.handed += frames
 		if c.idle && !c.writing {
 			c.idle = false
 			c.work.Signal()
@@ -276,6 +290,9 @@ func (c *Conn) writeInline(buf []byte) error {
 		err = c.write(buf, nil)
 	}
 	c.mu.Lock()
+	if len(buf) > 0 {
+		c.handed++
+	}
 	if cap(buf) <= 64<<10 {
 		c.inline = buf[:0]
 	}
@@ -376,6 +393,24 @@ func (c *Conn) writer() {
 const writeChunk = 1 << 20
 
 func (c *Conn) write(buf, oob []byte) error {
+	if oob == nil {
+		// First without a deadline: nearly every write fits in the
+		// socket's buffer, and then no timer is touched. Setting a
+		// deadline re-arms the poller's timer, and can wake the thread
+		// that sleeps in the poller (an idle child's every heartbeat did).
+		n, err := c.tryWrite(buf)
+		if err != nil {
+			return err
+		}
+		if buf = buf[n:]; len(buf) == 0 {
+			return nil
+		}
+	}
+	// The peer is slow to read: every wait is bounded by WriteTimeout,
+	// and the deadline is cleared after, as tryWrite expects.
+	if c.WriteTimeout > 0 {
+		defer c.uc.SetWriteDeadline(time.Time{})
+	}
 	if oob != nil {
 		if c.WriteTimeout > 0 {
 			c.uc.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
@@ -398,6 +433,33 @@ func (c *Conn) write(buf, oob []byte) error {
 		buf = buf[n:]
 	}
 	return nil
+}
+
+// tryWrite writes what of buf the socket takes now, without waiting and
+// without a deadline (none is set outside write's slow path).
+func (c *Conn) tryWrite(buf []byte) (int, error) {
+	if c.rc == nil {
+		return 0, nil // the slow path reports what is wrong
+	}
+	var n int
+	var werr error
+	err := c.rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Write(int(fd), buf)
+			if werr != unix.EINTR {
+				break
+			}
+		}
+		if werr == unix.EAGAIN {
+			werr = nil
+		}
+		n = max(n, 0)
+		return true // never wait here
+	})
+	if err == nil {
+		err = werr
+	}
+	return n, err
 }
 
 // Close closes the socket and stops the writer; it drops unwritten frames.
@@ -476,9 +538,18 @@ func (c *Conn) ReadLoopLending(h Handler, acceptFDs bool, yield func() (work fun
 	c.newFrameLoop(h, acceptFDs, yield, ended).resume()
 }
 
+// Read buffer sizes: a loop starts small (a host holds one per child,
+// most of them idle) and doubles its buffer whenever a read fills it, up
+// to readBufMax, the batch a stream of frames is read in.
+const (
+	readBufMin = 4 << 10
+	readBufMax = 64 << 10
+)
+
 func (c *Conn) newFrameLoop(h Handler, acceptFDs bool, yield func() func(), ended func(error)) *frameLoop {
-	return &frameLoop{c: c, h: h, accept: acceptFDs, yield: yield, ended: ended,
-		buf: make([]byte, 64<<10), oob: make([]byte, unix.CmsgSpace(4*4))}
+	rd := &frameLoop{c: c, h: h, accept: acceptFDs, yield: yield, ended: ended,
+		buf: make([]byte, readBufMin), oob: make([]byte, unix.CmsgSpace(4*4))}
+	return rd
 }
 
 // pipelineFrames is the batch size from which yield's work runs beside a
@@ -629,9 +700,17 @@ func (rd *frameLoop) fill() (end bool, err error) {
 			rd.buf = nb
 		}
 	}
+	space := len(rd.buf) - rd.w
 	n, oobn, _, _, err := c.uc.ReadMsgUnix(rd.buf[rd.w:], rd.oob)
 	if n > 0 {
 		c.lastRecv.Store(int64(time.Since(epoch)))
+	}
+	if n == space && len(rd.buf) < readBufMax {
+		nb := make([]byte, 2*len(rd.buf))
+		copy(nb, rd.buf[rd.r:rd.w+n])
+		rd.w -= rd.r
+		rd.r = 0
+		rd.buf = nb
 	}
 	if oobn > 0 {
 		c.takeRights(rd.oob[:oobn], rd.accept)

@@ -166,7 +166,7 @@ func TestConnManyWriters(t *testing.T) {
 }
 
 // padLen varies frame sizes: mostly small, every 500th above the reader's
-// initial 64 KiB buffer.
+// largest batch buffer (64 KiB).
 func padLen(seq uint64) int {
 	if seq%500 == 499 {
 		return 200 << 10

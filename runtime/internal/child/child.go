@@ -174,7 +174,7 @@ func Run(cookieHex string, cfg Config) int {
 		return bridge.ExitLost
 	}
 	close(c.sysReady)
-	go c.heartbeat(time.Duration(w.HeartbeatMS) * time.Millisecond)
+	go c.heartbeat(time.Duration(w.HeartbeatMS)*time.Millisecond, nil)
 	// The worker is started by the reader when its Assign arrives; this
 	// goroutine waits for the worker's end.
 	return c.end(<-c.exit)
@@ -377,7 +377,7 @@ func killGroupAndExit() {
 // limit (bridge.Conn.CheckLoan). With heartbeats off (interval 0) it only
 // checks, every loan limit. One ticker: an idle child wakes once per
 // interval.
-func (c *child) heartbeat(every time.Duration) {
+func (c *child) heartbeat(every time.Duration, stop <-chan struct{}) {
 	period := every
 	if period <= 0 {
 		period = c.cfg.LoanLimit
@@ -385,20 +385,27 @@ func (c *child) heartbeat(every time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	beating := every > 0
-	sent := c.conn.Stats.FramesOut.Load()
-	for range t.C {
+	sent := c.conn.Handed()
+	for {
+		select {
+		case <-t.C:
+		case <-stop: // nil in a child: never
+			return
+		}
 		c.conn.CheckLoan(c.cfg.LoanLimit)
 		if !beating {
 			continue
 		}
-		if n := c.conn.Stats.FramesOut.Load(); n != sent {
+		if n := c.conn.Handed(); n != sent {
 			sent = n // frames went out since the last tick
 			continue
 		}
-		if err := c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
+		// Written by this goroutine when the socket is free: handing it to
+		// the writer goroutine would wake a second thread per beat.
+		if err := c.conn.SendUrgent(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
 			beating = false // the bridge is failing: the reader's end follows
 		}
-		sent = c.conn.Stats.FramesOut.Load()
+		sent = c.conn.Handed()
 	}
 }
 
@@ -499,18 +506,31 @@ func (c *child) start(a bridge.Assign) error {
 		return fmt.Errorf("worker %q: spawn: %w", a.Name, err)
 	}
 	w.self.Store(pid)
-	go w.reportActivity()
-	if c.cfg.Running != nil {
-		go c.cfg.Running(a.Name, Faults{c})
-	}
-	go func() {
-		<-c.term
-		cancel()
-		if spec.Props != nil {
-			c.system.Root.Send(pid, &actors.Terminate{Deadline: c.deadline})
-		}
-	}()
+	w.cancel = cancel
 	return nil
+}
+
+// afterStart starts, once, what runs beside the worker actor: the activity
+// reporter, the terminate notice's delivery and the test kit's hook. It is
+// called once the actor has handled Started, after Ready went out: each
+// new goroutine may wake a thread (10-15 µs on a 2-vCPU VM), which a warm
+// start should not wait for. A notice that came earlier is still delivered:
+// the terminate channel stays closed.
+func (w *worker) afterStart() {
+	w.helpers.Do(func() {
+		c := w.c
+		go w.reportActivity()
+		if c.cfg.Running != nil {
+			go c.cfg.Running(w.assign.Name, Faults{c})
+		}
+		go func() {
+			<-c.term
+			w.cancel()
+			if w.spec.Props != nil {
+				c.system.Root.Send(w.self.Load(), &actors.Terminate{Deadline: c.deadline})
+			}
+		}()
+	})
 }
 
 // end applies the exit contract to the worker's result: the goodbye frame
@@ -542,7 +562,13 @@ func setTitle(name string) {
 	if len(name) > 15 {
 		name = name[:15]
 	}
-	_ = os.WriteFile("/proc/self/comm", []byte(name), 0)
+	// Three system calls: os.WriteFile would add four more (the poller's).
+	fd, err := unix.Open("/proc/self/comm", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	_, _ = unix.Write(fd, []byte(name))
+	unix.Close(fd)
 }
 
 // crashStrategy is the guardian of the worker actor: a panic in the actor
@@ -561,6 +587,8 @@ type worker struct {
 	spec      actors.Spec
 	assign    bridge.Assign
 	ctx       context.Context // cancelled when the postmaster asks the worker to stop
+	cancel    context.CancelFunc
+	helpers   sync.Once // afterStart
 	self      atomic.Pointer[actor.PID]
 	mbox      atomic.Pointer[hold.Mailbox] // the worker actor's mailbox when it is the runtime's (start)
 	seg       *shmactor.Segment
@@ -699,6 +727,7 @@ func (w *worker) started() {
 	if w.assign.Flags&bridge.FlagNotifyReady == 0 {
 		w.sendReady()
 	}
+	w.afterStart()
 }
 
 // sendReady sends Ready, once.
@@ -773,6 +802,7 @@ type runActor struct {
 
 func (r *runActor) Receive(ctx actor.Context) {
 	if _, ok := ctx.Message().(*actor.Started); ok {
+		r.w.started() // Ready before the new goroutine: it may cost a thread wake
 		go r.loop()
 	}
 }
