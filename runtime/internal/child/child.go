@@ -85,6 +85,13 @@ func Cookie() (string, bool) { return os.LookupEnv(bridge.EnvChild) }
 // bridge.ExitRefused.
 func Run(cookieHex string, cfg Config) int {
 	os.Unsetenv(bridge.EnvChild)
+	// Started on one P by the launcher: raised once the worker runs
+	// (afterStart). The worker's own children do not inherit the one.
+	raiseProcs := os.Getenv(bridge.EnvProcs) == bridge.ProcsRaise && os.Getenv("GOMAXPROCS") == "1"
+	os.Unsetenv(bridge.EnvProcs)
+	if raiseProcs {
+		os.Unsetenv("GOMAXPROCS")
+	}
 	if cfg.LoanLimit <= 0 {
 		cfg.LoanLimit = time.Second
 	}
@@ -114,13 +121,14 @@ func Run(cookieHex string, cfg Config) int {
 		return refuse("%v", err)
 	}
 	c := &child{
-		cfg:      cfg,
-		conn:     conn,
-		disp:     &hold.Dispatcher{},
-		welcome:  make(chan bridge.Welcome, 1),
-		sysReady: make(chan struct{}),
-		exit:     make(chan int, 1),
-		term:     make(chan struct{}),
+		cfg:        cfg,
+		raiseProcs: raiseProcs,
+		conn:       conn,
+		disp:       &hold.Dispatcher{},
+		welcome:    make(chan bridge.Welcome, 1),
+		sysReady:   make(chan struct{}),
+		exit:       make(chan int, 1),
+		term:       make(chan struct{}),
 	}
 	// JSON lines on stderr: the host's output capture recognises them and
 	// re-logs each record with its level and attributes.
@@ -188,14 +196,15 @@ func refuse(format string, args ...any) int {
 
 // child is the child process's side of the bridge.
 type child struct {
-	cfg      Config
-	conn     *bridge.Conn
-	ep       *bridge.Endpoint
-	system   *actor.ActorSystem
-	log      *slog.Logger
-	welcome  chan bridge.Welcome
-	sysReady chan struct{}
-	exit     chan int
+	cfg        Config
+	raiseProcs bool // started on one P: take the default once the worker runs
+	conn       *bridge.Conn
+	ep         *bridge.Endpoint
+	system     *actor.ActorSystem
+	log        *slog.Logger
+	welcome    chan bridge.Welcome
+	sysReady   chan struct{}
+	exit       chan int
 
 	disp     *hold.Dispatcher // the worker actor's dispatcher when it gets the runtime's mailbox (start); held by the reader for a batch
 	worker   atomic.Pointer[worker]
@@ -519,6 +528,9 @@ func (c *child) start(a bridge.Assign) error {
 func (w *worker) afterStart() {
 	w.helpers.Do(func() {
 		c := w.c
+		if c.raiseProcs {
+			raiseProcs()
+		}
 		go w.reportActivity()
 		if c.cfg.Running != nil {
 			go c.cfg.Running(w.assign.Name, Faults{c})
@@ -531,6 +543,16 @@ func (w *worker) afterStart() {
 			}
 		}()
 	})
+}
+
+// raiseProcs gives a child that started on one P (bridge.EnvProcs) the Go
+// runtime's default GOMAXPROCS, computed now that its cgroup limits are in
+// place, and keeps it: the default's updates would wake the child every
+// second to re-read its CPU limits, which the runtime set before the
+// worker started and never changes.
+func raiseProcs() {
+	goruntime.SetDefaultGOMAXPROCS()
+	goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(0))
 }
 
 // end applies the exit contract to the worker's result: the goodbye frame

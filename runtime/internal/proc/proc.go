@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	goruntime "runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,6 +53,13 @@ type Launcher struct {
 	acc   struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 }
 
 	liveStop chan struct{}
+	// oneProc: children start with GOMAXPROCS=1 (bridge.EnvProcs), unless
+	// the environment sets GOMAXPROCS. A child's start is mostly one
+	// goroutine's work, and more Ps only spread it over more threads,
+	// each woken and parked: in a storm of starts that is CPU the other
+	// children need. An idle child on one P also wakes less. The child
+	// raises it once its worker runs.
+	oneProc bool
 }
 
 // New starts a launcher: its spawner and its liveness watchdog.
@@ -58,7 +67,8 @@ func New(env launch.Env, cfg Config) *Launcher {
 	if cfg.Queue <= 0 {
 		cfg.Queue = 256
 	}
-	l := &Launcher{env: env, cfg: cfg, reqs: make(chan uint64, cfg.Queue), done: make(chan struct{}), liveStop: make(chan struct{})}
+	l := &Launcher{env: env, cfg: cfg, reqs: make(chan uint64, cfg.Queue), done: make(chan struct{}), liveStop: make(chan struct{}),
+		oneProc: !slices.ContainsFunc(cfg.Env, func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })}
 	env.System.ProcessRegistry.RegisterAddressResolver(l.resolveReply)
 	go l.spawner()
 	env.Go("liveness watchdog", func() { l.watchLiveness(l.liveStop) })
@@ -182,6 +192,9 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 	cmd := exec.Command(l.cfg.Exe)
 	cmd.Args = []string{l.cfg.Exe}
 	cmd.Env = append(append([]string(nil), l.cfg.Env...), bridge.EnvChild+"="+hex.EncodeToString(p.cookie[:]))
+	if l.oneProc {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1", bridge.EnvProcs+"="+bridge.ProcsRaise)
+	}
 	cmd.Stdout = outW
 	cmd.Stderr = outW
 	cmd.ExtraFiles = append([]*os.File{childEnd}, l.cfg.ExtraFiles...)
