@@ -81,7 +81,9 @@
 // that a descendant keeps open.
 //
 // Liveness is judged from what a child sends: any frame counts, and an
-// idle child heartbeats. One watchdog checks every child; a child silent
+// idle child beats, with a byte on its beat pipe (drained by the watchdog,
+// so that no reader wakes for it) or a heartbeat frame. One watchdog
+// checks every child; a child silent
 // for Config.HeartbeatTimeout is killed, unless bytes from it wait unread
 // (the host fell behind) or the host itself was not running (stopped,
 // paused): silence is counted from the host's resume.

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,6 +68,8 @@ type Conn struct {
 	stopped  chan struct{}
 	closeOne sync.Once
 
+	beat int // the beat pipe's write end (SetBeat), -1 = none; with mu
+
 	fdmu sync.Mutex
 	fds  []int // descriptors received with SCM_RIGHTS, in arrival order
 
@@ -84,7 +87,7 @@ func NewConn(uc *net.UnixConn, maxFrame int) *Conn {
 		maxFrame = DefaultMaxFrame
 	}
 	rc, _ := uc.SyscallConn() // fails only for a closed socket, which every write then reports
-	c := &Conn{uc: uc, rc: rc, maxFrame: maxFrame, MaxPending: 8 << 20, WriteTimeout: 10 * time.Second, stopped: make(chan struct{})}
+	c := &Conn{uc: uc, rc: rc, maxFrame: maxFrame, MaxPending: 8 << 20, WriteTimeout: 10 * time.Second, beat: -1, stopped: make(chan struct{})}
 	c.lastRecv.Store(int64(time.Since(epoch)))
 	c.work.L = &c.mu
 	c.space.L = &c.mu
@@ -311,6 +314,52 @@ func (c *Conn) writeInline(buf []byte) error {
 	return err
 }
 
+// SetBeat makes Heartbeat write to fd, a pipe to the peer (bridge.EnvBeat):
+// the Conn owns fd from now on and closes it with itself. Non-blocking
+// writes are expected: a full pipe means the peer is behind, not that
+// this side is not alive.
+func (c *Conn) SetBeat(fd int) {
+	c.mu.Lock()
+	if c.beat >= 0 {
+		unix.Close(c.beat)
+	}
+	c.beat = fd
+	c.mu.Unlock()
+}
+
+// Heartbeat proves this side alive: a byte on the beat pipe when there is
+// one (SetBeat), a heartbeat frame otherwise (written by the caller when
+// the socket is free, as by SendUrgent). It takes the queue's lock either
+// way, and waits for room as a Send does, so that a wedged connection (its
+// queue held, or full for good) stops the beats. A beat pipe that fails
+// (EPIPE: the peer no longer reads it) is dropped, and this beat and the
+// later ones are frames.
+func (c *Conn) Heartbeat() error {
+	if err := c.lockQueue(); err != nil {
+		return err
+	}
+	if c.beat >= 0 {
+		// A raw system call: it cannot block (the pipe is non-blocking),
+		// and entering a Go syscall would wake the runtime's monitor
+		// thread in an idle process, one more wake per beat.
+		one := byte(1)
+		var err unix.Errno
+		for {
+			if _, _, err = unix.RawSyscall(unix.SYS_WRITE, uintptr(c.beat), uintptr(unsafe.Pointer(&one)), 1); err != unix.EINTR {
+				break
+			}
+		}
+		if err == 0 || err == unix.EAGAIN {
+			c.mu.Unlock()
+			return nil
+		}
+		unix.Close(c.beat)
+		c.beat = -1
+	}
+	c.mu.Unlock()
+	return c.SendUrgent(func(b []byte) []byte { return AppendEmpty(b, KindHeartbeat) })
+}
+
 // SendWithFile queues the frames built by build and passes f's descriptor
 // with them (SCM_RIGHTS). The caller may close f once SendWithFile returns
 // and Flush has completed.
@@ -471,6 +520,10 @@ func (c *Conn) Close() error {
 		c.closed = true
 		c.work.Broadcast()
 		c.space.Broadcast()
+		if c.beat >= 0 {
+			unix.Close(c.beat)
+			c.beat = -1
+		}
 		c.mu.Unlock()
 		err = c.uc.Close()
 		<-c.stopped

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 // unixConn turns one end of Pair into a *net.UnixConn, closing the file
@@ -598,4 +599,48 @@ func TestReadLoopLends(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With a beat pipe, Heartbeat writes a byte there and nothing on the
+// socket; once the pipe's reader is gone (EPIPE), it sends heartbeat
+// frames instead, that beat and the later ones.
+func TestConnHeartbeatBeatPipe(t *testing.T) {
+	a, b := newPair(t, 0)
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	r := fds[0]
+	a.SetBeat(fds[1])
+	kinds := make(chan Kind, 16)
+	done := readLoop(b, func(k Kind, body []byte) error { kinds <- k; return nil }, false)
+	for range 3 {
+		if err := a.Heartbeat(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Read(r, buf); n != 3 || err != nil {
+		t.Fatalf("beat pipe holds %d bytes (%v) after 3 beats, want 3", n, err)
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if h := a.Handed(); h != 0 {
+		t.Fatalf("%d frames handed to the connection for beats on the pipe, want 0", h)
+	}
+	unix.Close(r)
+	for range 2 {
+		if err := a.Heartbeat(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if k := <-kinds; k != KindHeartbeat {
+			t.Fatalf("frame %v after the beat pipe broke, want heartbeat", k)
+		}
+	}
+	a.Close()
+	b.Close()
+	<-done
 }

@@ -34,6 +34,14 @@ const (
 	EnvProcs = "BGWORKER_GOMAXPROCS"
 	// ProcsRaise is EnvProcs's value.
 	ProcsRaise = "raise"
+	// EnvBeat names, in a child's environment, the descriptor of the write
+	// end of its beat pipe (Conn.SetBeat): a quiet child proves it is alive
+	// by writing a byte there instead of sending a heartbeat frame, so
+	// that its host's watchdog reads every child's beats in one pass and
+	// no reader wakes for them. Without it, or once the host no longer
+	// reads the pipe (EPIPE: a host image that did not keep it), beats are
+	// heartbeat frames on the bridge.
+	EnvBeat = "BGWORKER_BEAT_FD"
 )
 
 // DeathSignal is a child's parent-death signal (PR_SET_PDEATHSIG): on it,

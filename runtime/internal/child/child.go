@@ -13,6 +13,7 @@ import (
 	"reflect"
 	goruntime "runtime"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -120,6 +121,9 @@ func Run(cookieHex string, cfg Config) int {
 	if err != nil {
 		return refuse("%v", err)
 	}
+	if fd, ok := beatPipe(); ok {
+		conn.SetBeat(fd)
+	}
 	c := &child{
 		cfg:        cfg,
 		raiseProcs: raiseProcs,
@@ -186,6 +190,24 @@ func Run(cookieHex string, cfg Config) int {
 	// The worker is started by the reader when its Assign arrives; this
 	// goroutine waits for the worker's end.
 	return c.end(<-c.exit)
+}
+
+// beatPipe returns the beat pipe's descriptor named by bridge.EnvBeat,
+// made close-on-exec (the worker's own children must not beat for it),
+// when it is a pipe.
+func beatPipe() (int, bool) {
+	v, ok := os.LookupEnv(bridge.EnvBeat)
+	os.Unsetenv(bridge.EnvBeat)
+	if !ok {
+		return 0, false
+	}
+	fd, err := strconv.Atoi(v)
+	var st unix.Stat_t
+	if err != nil || fd <= bridge.ChildFD || unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return 0, false
+	}
+	unix.CloseOnExec(fd)
+	return fd, true
 }
 
 func refuse(format string, args ...any) int {
@@ -409,9 +431,10 @@ func (c *child) heartbeat(every time.Duration, stop <-chan struct{}) {
 			sent = n // frames went out since the last tick
 			continue
 		}
-		// Written by this goroutine when the socket is free: handing it to
-		// the writer goroutine would wake a second thread per beat.
-		if err := c.conn.SendUrgent(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
+		// A byte on the beat pipe, or a frame written by this goroutine
+		// when the socket is free (handing it to the writer goroutine
+		// would wake a second thread per beat).
+		if err := c.conn.Heartbeat(); err != nil {
 			beating = false // the bridge is failing: the reader's end follows
 		}
 		sent = c.conn.Handed()

@@ -139,6 +139,7 @@ type proc struct {
 	cookie [bridge.CookieLen]byte
 	spawn  time.Time
 	out    *os.File // read end of the output pipe
+	beat   *os.File // read end of the beat pipe (bridge.EnvBeat), drained by the watchdog; nil = beats come as frames
 
 	mu       sync.Mutex
 	reaped   bool
@@ -153,6 +154,7 @@ type proc struct {
 	connect  atomic.Bool   // the worker may address host actors
 	watched  atomic.Bool   // heartbeating: the liveness watchdog checks it
 	silent   atomic.Bool   // the watchdog reported it silent
+	lastBeat atomic.Int64  // when a watchdog tick last found a beat, since beatEpoch; 0 = never
 	tail     *tailBuffer   // last lines of output
 	reported chan struct{} // closed once Spawned was reported: every later report waits for it
 	leaf     *cgroup.Leaf  // the child's cgroup; nil without cgroups
@@ -182,11 +184,19 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 		return nil, fmt.Errorf("proc: output pipe: %w", err)
 	}
 	defer outW.Close()
-	p = &proc{id: id, l: l, goodbye: -1, tail: newTail(32), reported: make(chan struct{}),
-		readerDone: make(chan struct{}), exited: make(chan struct{}), outDone: make(chan struct{})}
-	if _, err := rand.Read(p.cookie[:]); err != nil {
+	beatR, beatW, err := beatPipe()
+	if err != nil {
 		parentEnd.Close()
 		outR.Close()
+		return nil, err
+	}
+	defer beatW.Close()
+	fail := func() { parentEnd.Close(); outR.Close(); beatR.Close() }
+	p = &proc{id: id, l: l, goodbye: -1, tail: newTail(32), reported: make(chan struct{}),
+		readerDone: make(chan struct{}), exited: make(chan struct{}), outDone: make(chan struct{})}
+	p.beat = beatR
+	if _, err := rand.Read(p.cookie[:]); err != nil {
+		fail()
 		return nil, err
 	}
 	cmd := exec.Command(l.cfg.Exe)
@@ -197,22 +207,21 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 	}
 	cmd.Stdout = outW
 	cmd.Stderr = outW
-	cmd.ExtraFiles = append([]*os.File{childEnd}, l.cfg.ExtraFiles...)
+	cmd.ExtraFiles = append(append([]*os.File{childEnd}, l.cfg.ExtraFiles...), beatW)
+	cmd.Env = append(cmd.Env, bridge.EnvBeat+"="+strconv.Itoa(bridge.ChildFD+len(cmd.ExtraFiles)-1))
 	// The parent-death signal is caught by the child, which then kills
 	// its whole process group; SIGKILL would end the leader only.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: bridge.DeathSignal}
 	release, err := l.spawnIntoLeaf(p, cmd)
 	if err != nil {
-		parentEnd.Close()
-		outR.Close()
+		fail()
 		return nil, err
 	}
 	err = cmd.Start()
 	release()
 	if err != nil {
 		p.removeLeaf()
-		parentEnd.Close()
-		outR.Close()
+		fail()
 		return nil, fmt.Errorf("proc: spawn: %w", err)
 	}
 	p.cmd, p.pid, p.spawn = cmd, cmd.Process.Pid, time.Now()
@@ -225,8 +234,7 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 		p.killLeaf()
 		cmd.Wait()
 		p.removeLeaf()
-		parentEnd.Close()
-		outR.Close()
+		fail()
 		return nil, fmt.Errorf("proc: pidfd_open: %w", err)
 	}
 	p.pidfd = os.NewFile(uintptr(fd), "pidfd")
@@ -239,6 +247,7 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 		p.removeLeaf()
 		p.pidfd.Close()
 		outR.Close()
+		beatR.Close()
 		return nil, fmt.Errorf("proc: bridge: %w", err)
 	}
 	p.conn = bridge.NewConn(nc.(*net.UnixConn), l.env.MaxFrame)
@@ -443,6 +452,9 @@ func (p *proc) wait() {
 	_ = p.cmd.Wait()
 	p.removeLeaf()
 	p.pidfd.Close()
+	if p.beat != nil {
+		p.beat.Close() // safe beside the watchdog's read: the file serialises them
+	}
 	// The socket reaches EOF when the child is gone; give the reader a
 	// moment to take the goodbye, then close.
 	select {
