@@ -179,7 +179,11 @@ func Run(cookieHex string, cfg Config) int {
 			c.terminate(time.Time{})
 		}
 	}()
-	setTitle(idleTitle)
+	c.title = openTitle()
+	c.title.set(idleTitle)
+	if !c.assignSeen.Load() {
+		c.prewarm() // a child for the pool: its start comes later
+	}
 	// Idle is queued before the reader may start the worker (sysReady):
 	// the worker's Ready must follow it on the wire.
 	if err := conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindIdle) }); err != nil {
@@ -219,7 +223,8 @@ func refuse(format string, args ...any) int {
 // child is the child process's side of the bridge.
 type child struct {
 	cfg        Config
-	raiseProcs bool // started on one P: take the default once the worker runs
+	raiseProcs bool  // started on one P: take the default once the worker runs
+	title      title // the process name
 	conn       *bridge.Conn
 	ep         *bridge.Endpoint
 	system     *actor.ActorSystem
@@ -228,12 +233,15 @@ type child struct {
 	sysReady   chan struct{}
 	exit       chan int
 
-	disp     *hold.Dispatcher // the worker actor's dispatcher when it gets the runtime's mailbox (start); held by the reader for a batch
-	worker   atomic.Pointer[worker]
-	batch    []any // the read batch's messages for the worker actor, not yet posted; owned by the read loop
-	termOnce sync.Once
-	term     chan struct{}
-	deadline time.Time
+	disp   *hold.Dispatcher // the worker actor's dispatcher when it gets the runtime's mailbox (start); held by the reader for a batch
+	worker atomic.Pointer[worker]
+	// assignSeen: the Assign frame was read (a cold child gets it during
+	// the handshake; a pool child much later).
+	assignSeen atomic.Bool
+	batch      []any // the read batch's messages for the worker actor, not yet posted; owned by the read loop
+	termOnce   sync.Once
+	term       chan struct{}
+	deadline   time.Time
 }
 
 func (c *child) read() {
@@ -281,6 +289,7 @@ func (c *child) read() {
 			c.welcome <- w
 			return nil
 		case bridge.KindAssign:
+			c.assignSeen.Store(true)
 			a, err := bridge.ParseAssign(body)
 			if err != nil {
 				return err
@@ -479,7 +488,7 @@ func (c *child) start(a bridge.Assign) error {
 	if !ok {
 		return fmt.Errorf("no worker %q is registered in this binary", a.Code)
 	}
-	setTitle(a.Name)
+	c.title.set(a.Name)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{c: c, spec: spec, assign: a, ctx: ctx, readySent: make(chan struct{}),
 		reloads: make(chan struct{}, 1), actKick: make(chan struct{}, 1)}
@@ -542,6 +551,29 @@ func (c *child) start(a bridge.Assign) error {
 	return nil
 }
 
+// prewarm runs, in a child that waits for its worker in the warm pool, the
+// code a start runs on a throwaway actor: a spawn with the runtime's
+// mailbox and a lifecycle probe, its Started, its stop. A fresh child
+// would otherwise take those pages of the binary (page faults) and caches
+// on the warm start's path; here they cost the idle child once, before it
+// reports idle.
+func (c *child) prewarm() {
+	started := make(chan struct{})
+	probe := &lifecycleProbe{onStarted: func() {}, onStop: func() {}}
+	props := actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(*actor.Started); ok {
+			close(started)
+		}
+	}).Configure(actor.WithMailbox(func() actor.Mailbox { return hold.NewMailbox(probe) }),
+		actor.WithDispatcher(actor.NewSynchronizedDispatcher(300)))
+	pid, err := c.system.Root.WithGuardian(crashStrategy{c}).SpawnNamed(props, "prewarm")
+	if err != nil {
+		return
+	}
+	<-started
+	_ = c.system.Root.StopFuture(pid).Wait()
+}
+
 // afterStart starts, once, what runs beside the worker actor: the activity
 // reporter, the terminate notice's delivery and the test kit's hook. It is
 // called once the actor has handled Started, after Ready went out: each
@@ -593,9 +625,11 @@ func (c *child) end(code int) int {
 	return code
 }
 
-// setTitle names the process, so that ps and top show which worker a
-// child runs (PostgreSQL's "postgres: <type>"): the main thread's name,
-// /proc/<pid>/comm, cut by the kernel to 15 bytes.
+// title names the process, so that ps and top show which worker a child
+// runs (PostgreSQL's "postgres: <type>"): the main thread's name,
+// /proc/<pid>/comm, cut by the kernel to 15 bytes. The file is opened once,
+// by the idle child, and kept: opening a proc file costs ~35 µs here, which
+// a warm start would otherwise pay at its assignment.
 //
 // Only the main thread's: naming every thread through its
 // /proc/<pid>/task/<tid>/comm was tried, and a process whose per-thread
@@ -603,17 +637,27 @@ func (c *child) end(code int) int {
 // reap (measured here on Linux 6.18: waitid of the killed child), which
 // every exit, restart and reset waited for. It also cost a warm start a
 // file write per thread.
-func setTitle(name string) {
+type title struct{ fd int }
+
+// openTitle opens /proc/self/comm for writing; with an error, titles are
+// not set.
+func openTitle() title {
+	fd, err := unix.Open("/proc/self/comm", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return title{fd: -1}
+	}
+	return title{fd: fd}
+}
+
+// set names the process.
+func (t title) set(name string) {
+	if t.fd < 0 {
+		return
+	}
 	if len(name) > 15 {
 		name = name[:15]
 	}
-	// Three system calls: os.WriteFile would add four more (the poller's).
-	fd, err := unix.Open("/proc/self/comm", unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	_, _ = unix.Write(fd, []byte(name))
-	unix.Close(fd)
+	_, _ = unix.Write(t.fd, []byte(name)) // the kernel takes each write whole, whatever the offset
 }
 
 // crashStrategy is the guardian of the worker actor: a panic in the actor
