@@ -684,13 +684,15 @@ type worker struct {
 	ready     sync.Once
 	readySent chan struct{} // closed once the Ready frame has been handed to the connection
 	reloads   chan struct{}
-	activity  atomic.Pointer[activity] // the latest SetActivity, not yet sent
+	actMu     sync.Mutex
+	act       activity // the latest SetActivity, not yet sent (act.set); with actMu
 	actKick   chan struct{}
 }
 
 type activity struct {
-	at   time.Time
+	at   int64 // Unix ns
 	text string
+	set  bool
 }
 
 func (w *worker) Name() string                 { return w.assign.Name }
@@ -721,13 +723,20 @@ func (w *worker) Ready() {
 	}
 }
 
-// SetActivity keeps the latest text and wakes the reporter; see
-// actors.Worker.
+// SetActivity keeps the latest text and, if the reporter has sent the
+// one before, wakes it; see actors.Worker. A worker may call it per item:
+// it allocates nothing, and most calls only replace what waits.
 func (w *worker) SetActivity(text string) {
-	w.activity.Store(&activity{at: time.Now(), text: text})
-	select {
-	case w.actKick <- struct{}{}:
-	default:
+	at := time.Now().UnixNano()
+	w.actMu.Lock()
+	kick := !w.act.set
+	w.act = activity{at: at, text: text, set: true}
+	w.actMu.Unlock()
+	if kick {
+		select {
+		case w.actKick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -738,10 +747,23 @@ func (w *worker) SetActivity(text string) {
 func (w *worker) reportActivity() {
 	<-w.readySent
 	for range w.actKick {
-		if a := w.activity.Swap(nil); a != nil {
-			_ = w.c.conn.Send(func(b []byte) []byte { return bridge.AppendActivity(b, a.at.UnixNano(), a.text) })
+		w.actMu.Lock()
+		a := w.act
+		w.act = activity{}
+		w.actMu.Unlock()
+		if a.set {
+			_ = w.c.conn.Send(func(b []byte) []byte { return bridge.AppendActivity(b, a.at, a.text) })
 		}
 		time.Sleep(activityEvery) // coalesce what comes meanwhile
+		w.actMu.Lock()
+		again := w.act.set // set meanwhile: its kick was not sent
+		w.actMu.Unlock()
+		if again {
+			select {
+			case w.actKick <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 
