@@ -59,8 +59,9 @@
 //     GET /workers as activity, cleared by every state change.
 //   - SIGHUP and ProcessConfigFile: [Runtime.Reload]; with HandleSignals,
 //     SIGHUP to the host. A worker never gets SIGHUP itself.
-//   - Process titles: a child's threads carry its worker's name (cut to 15
-//     bytes), so ps and top show it; an idle child is bgw-idle.
+//   - Process titles: a child's process name (its main thread's) is its
+//     worker's name (cut to 15 bytes), so ps and top show it; an idle
+//     child is bgw-idle.
 //   - restart_after_crash = off: Config.NoRestartAfterCrash.
 //
 // # Children
@@ -80,7 +81,9 @@
 // that a descendant keeps open.
 //
 // Liveness is judged from what a child sends: any frame counts, and an
-// idle child heartbeats. One watchdog checks every child; a child silent
+// idle child beats, with a byte on its beat pipe (drained by the watchdog,
+// so that no reader wakes for it) or a heartbeat frame. One watchdog
+// checks every child; a child silent
 // for Config.HeartbeatTimeout is killed, unless bytes from it wait unread
 // (the host fell behind) or the host itself was not running (stopped,
 // paused): silence is counted from the host's resume.

@@ -134,3 +134,24 @@ func TestStoppedWorkerIsKilled(t *testing.T) {
 	}
 	h.waitState("frozen", Running)
 }
+
+// A quiet worker proves it is alive on its beat pipe, read by the
+// watchdog: no heartbeat frame crosses the bridge (no reader wakes for
+// it), and over many heartbeat timeouts it is never judged silent.
+func TestQuietChildBeatsOnItsPipe(t *testing.T) {
+	h := newHarness(t, Config{WarmPool: -1, HeartbeatInterval: 20 * time.Millisecond, HeartbeatTimeout: 100 * time.Millisecond})
+	_, pid := h.startFault("quiet", "run", nil)
+	h.eventually("the worker's start frames read", func() bool {
+		in := h.rt.pm.launcher.Traffic().FramesIn
+		<-time.After(50 * time.Millisecond)
+		return h.rt.pm.launcher.Traffic().FramesIn == in
+	})
+	in := h.rt.pm.launcher.Traffic().FramesIn
+	<-time.After(1 * time.Second) // ten heartbeat timeouts, fifty intervals
+	if got := h.rt.pm.launcher.Traffic().FramesIn; got != in {
+		t.Errorf("%d frames came from quiet children over fifty heartbeat intervals, want none (beats go to the pipe)", got-in)
+	}
+	if wi := h.info("quiet"); wi.State != Running || wi.PID != pid || wi.Restarts != 0 {
+		t.Fatalf("after ten heartbeat timeouts of quiet: %+v, want the same pid running", wi)
+	}
+}

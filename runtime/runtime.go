@@ -55,7 +55,8 @@ type Runtime struct {
 	newLauncher func(launch.Env) launch.Launcher // nil = real processes
 	metrics     *metrics
 	http        *httpServer
-	ext         hooks // hooks of packages built on the runtime (extension.go)
+	httpHanded  *os.File // the HTTP listener's socket as handed to an upgrade, until the exec; nil otherwise
+	ext         hooks    // hooks of packages built on the runtime (extension.go)
 
 	routes  sync.Map // worker name → *route, while the worker is running
 	exposed sync.Map // name → *actor.PID, host actors reachable from Connect workers
@@ -221,6 +222,7 @@ func (rt *Runtime) Start(ctx context.Context) error {
 		cfg := proc.Config{Exe: rt.exe, Env: rt.childEnv(), ExtraFiles: extra, Queue: rt.cfg.MaxWorkers + 64, Cgroups: rt.cg.mgr}
 		if st != nil {
 			l, kids, err := proc.Adopt(env, cfg, st.Launcher)
+			st.Launcher.CloseDescriptors() // inherited; the launcher holds duplicates
 			rt.pm.launcher, adopted = l, kids
 			if err != nil {
 				return fail(err)

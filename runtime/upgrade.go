@@ -183,6 +183,7 @@ func (rt *Runtime) handOver(st *upgradeState) ([]*os.File, error) {
 		}
 		rt.http.close()
 		rt.http = nil
+		rt.httpHanded = lf
 	}
 	if seg := rt.pm.group.seg; seg != nil {
 		fd, derr := unix.FcntlInt(seg.File().Fd(), unix.F_DUPFD, 0)
@@ -216,6 +217,17 @@ func (rt *Runtime) reattach(lst proc.State, keep []*os.File, cause error) error 
 		mgr = rt.cg.mgr
 	}
 	l, kids, err := proc.Adopt(env, proc.Config{Exe: rt.exe, Env: rt.childEnv(), ExtraFiles: extra, Queue: rt.cfg.MaxWorkers + 64, Cgroups: mgr}, lst)
+	// The HTTP endpoint serves again on the socket it had: clients that
+	// connected meanwhile wait in its backlog.
+	var ln net.Listener
+	if f := rt.httpHanded; f != nil {
+		var lerr error
+		if ln, lerr = net.FileListener(f); lerr != nil {
+			rt.log.Error("runtime: the HTTP listener could not be taken back; listening anew", "err", lerr)
+			ln = nil
+		}
+		rt.httpHanded = nil
+	}
 	for _, f := range keep {
 		if f != rt.lock {
 			f.Close()
@@ -230,8 +242,8 @@ func (rt *Runtime) reattach(lst proc.State, keep []*os.File, cause error) error 
 	}})
 	<-done
 	old.Close()
-	if rt.http == nil && rt.cfg.HTTPAddr != "" {
-		if h, herr := rt.startHTTP(nil); herr == nil {
+	if rt.http == nil && (ln != nil || rt.cfg.HTTPAddr != "") {
+		if h, herr := rt.startHTTP(ln); herr == nil {
 			rt.http = h
 		} else {
 			rt.log.Error("runtime: HTTP endpoint not back after the upgrade failed", "err", herr)

@@ -29,7 +29,11 @@ import (
 // stateFormat names the format of the state. A binary that cannot read a
 // state's format refuses the upgrade in its check, before the exec. (A
 // variable only so that a test can build a binary that reads another.)
-var stateFormat = "bgworker-upgrade/1"
+var stateFormat = "bgworker-upgrade/2"
+
+// stateFormatNoBeats is the format before children had beat pipes: read
+// as the current one with no beat pipe handed over.
+const stateFormatNoBeats = "bgworker-upgrade/1"
 
 const (
 	// envUpgrade names, in the new image's environment, the state's
@@ -159,7 +163,7 @@ func (st specState) spec(code string) (actors.Spec, error) {
 // check reports whether this binary can adopt st: its format, its
 // children's protocol, every worker's code and shared-memory layout.
 func (st *upgradeState) check() error {
-	if st.Format != stateFormat {
+	if st.Format != stateFormat && st.Format != stateFormatNoBeats {
 		return fmt.Errorf("%w: the state's format is %q, this binary reads %q", ErrUpgradeRefused, st.Format, stateFormat)
 	}
 	if st.Bridge != bridge.Version {
@@ -228,6 +232,11 @@ func readState(f *os.File) (*upgradeState, error) {
 	var st upgradeState
 	if err := json.NewDecoder(io.LimitReader(f, 64<<20)).Decode(&st); err != nil {
 		return nil, fmt.Errorf("runtime: upgrade state: %w", err)
+	}
+	if st.Format == stateFormatNoBeats {
+		for i := range st.Launcher.Children {
+			st.Launcher.Children[i].Beat = -1
+		}
 	}
 	return &st, nil
 }

@@ -345,6 +345,18 @@ func fdsOf(t *testing.T, pid int) int {
 	return n
 }
 
+// fdLinks lists what pid's descriptors point to, for a failure's message.
+func fdLinks(pid int) []string {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		l, _ := os.Readlink(dir + e.Name())
+		out = append(out, e.Name()+"="+l)
+	}
+	return out
+}
+
 // An in-place upgrade: the host exec's a second build of itself (which
 // reports another version), every worker keeps its pid, no message on the
 // shared-memory queue is lost, the rows, restart counters and metrics carry
@@ -369,7 +381,7 @@ func TestInPlaceUpgrade(t *testing.T) {
 	_, c0 := sub.counters(t)
 	sub.waitFlow(t, c0, 20)
 	sub.poolFull(t, addr)
-	fds0 := fdsOf(t, host)
+	fds0, links0 := fdsOf(t, host), fdLinks(host)
 
 	// Refused: the host goes on as it was.
 	sub.command(t, "upgrade "+v3)
@@ -380,6 +392,32 @@ func TestInPlaceUpgrade(t *testing.T) {
 		if r["pid"] != before[n]["pid"] || r["state"] != "running" {
 			t.Fatalf("after a refused upgrade %s is %v with pid %v, was pid %v", n, r["state"], r["pid"], before[n]["pid"])
 		}
+	}
+
+	// The exec fails after the check passed (the binary is gone from disk
+	// by then): the host takes its children back, on the same descriptors'
+	// worth, and goes on as it was.
+	gone := filepath.Join(dir, "gone.sh")
+	if err := os.WriteFile(gone, []byte("#!/bin/sh\nrm -f -- \"$0\"\nexec "+v2+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, cg := sub.counters(t)
+	sub.command(t, "upgrade "+gone)
+	if l := sub.next(t, "upgrade-failed"); !strings.Contains(l, "exec "+gone) {
+		t.Fatalf("an upgrade whose exec fails: %s; want it refused, naming the exec", l)
+	}
+	for n, r := range sub.upgradeRows(t, addr) {
+		if r["pid"] != before[n]["pid"] || r["state"] != "running" || r["restarts"] != before[n]["restarts"] {
+			t.Fatalf("after a failed exec %s is %v with pid %v and %v restarts, was pid %v", n, r["state"], r["pid"], r["restarts"], before[n]["pid"])
+		}
+	}
+	sub.waitFlow(t, cg, 20)
+	if v := sub.versions(t); v["v-a"] != "v1" || v["v-b"] != "v1" {
+		t.Fatalf("after a failed exec the workers answer %v, want v1", v)
+	}
+	sub.poolFull(t, addr)
+	if n := fdsOf(t, host); n != fds0 {
+		t.Errorf("the host holds %d descriptors after a failed exec, %d before:\nbefore %v\nafter  %v", n, fds0, links0, fdLinks(host))
 	}
 
 	// Upgrade.

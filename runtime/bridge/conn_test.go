@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 // unixConn turns one end of Pair into a *net.UnixConn, closing the file
@@ -167,7 +168,7 @@ func TestConnManyWriters(t *testing.T) {
 }
 
 // padLen varies frame sizes: mostly small, every 500th above the reader's
-// initial 64 KiB buffer.
+// largest batch buffer (64 KiB).
 func padLen(seq uint64) int {
 	if seq%500 == 499 {
 		return 200 << 10
@@ -505,11 +506,15 @@ func TestConnBatchAliasing(t *testing.T) {
 // KeepReading, or through the watchdog (CheckLoan). Without the move the
 // work would wait forever. Every frame is handled once, in order, and the
 // loop's end (nil at EOF) reaches ended while the work still holds the
-// goroutine that began the loop (the work waits for it).
+// goroutine that began the loop (the work waits for it). "pipelined" runs
+// with four Ps, where a long batch is handled beside a new reader.
 func TestReadLoopLends(t *testing.T) {
 	for _, how := range []string{"KeepReading", "CheckLoan", "pipelined"} {
 		t.Run(how, func(t *testing.T) {
 			defer goleak.VerifyNone(t)
+			if how == "pipelined" {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+			}
 			a, b := newPair(t, 0)
 			defer a.Close()
 			defer b.Close()
@@ -706,4 +711,48 @@ func TestPeerGone(t *testing.T) {
 	if PeerGone(ErrBackpressure) || PeerGone(nil) {
 		t.Error("PeerGone took backpressure or nil for a departed peer")
 	}
+}
+
+// With a beat pipe, Heartbeat writes a byte there and nothing on the
+// socket; once the pipe's reader is gone (EPIPE), it sends heartbeat
+// frames instead, that beat and the later ones.
+func TestConnHeartbeatBeatPipe(t *testing.T) {
+	a, b := newPair(t, 0)
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	r := fds[0]
+	a.SetBeat(fds[1])
+	kinds := make(chan Kind, 16)
+	done := readLoop(b, func(k Kind, body []byte) error { kinds <- k; return nil }, false)
+	for range 3 {
+		if err := a.Heartbeat(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 16)
+	if n, err := unix.Read(r, buf); n != 3 || err != nil {
+		t.Fatalf("beat pipe holds %d bytes (%v) after 3 beats, want 3", n, err)
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if h := a.Handed(); h != 0 {
+		t.Fatalf("%d frames handed to the connection for beats on the pipe, want 0", h)
+	}
+	unix.Close(r)
+	for range 2 {
+		if err := a.Heartbeat(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if k := <-kinds; k != KindHeartbeat {
+			t.Fatalf("frame %v after the beat pipe broke, want heartbeat", k)
+		}
+	}
+	a.Close()
+	b.Close()
+	<-done
 }

@@ -23,6 +23,11 @@
 // Becoming a child (Hello to Idle) is separate from becoming a worker
 // (Assign), so a child can be started ahead of time.
 //
+// A quiet child beats once per heartbeat interval: a Heartbeat frame, or,
+// when its host gave it a beat pipe (EnvBeat, Conn.SetBeat), a byte on that
+// pipe, which the host reads for all its children in one pass instead of
+// waking a reader per beat.
+//
 // # Connection
 //
 // [Conn] queues frames and one writer goroutine flushes the queue in as

@@ -70,9 +70,10 @@ type Endpoint struct {
 	closed  bool
 
 	// Owned by the goroutine that calls Handle: the last inbound target
-	// name, and the decoder of inbound messages.
+	// name, the decoder of inbound messages, and where they go.
 	lastTarget string
 	dec        codec.Decoder
+	deliver    func(dst *actor.PID, msg any)
 
 	// Counters for metrics.
 	Undeliverable atomic.Uint64 // inbound messages with no target or that failed to decode
@@ -90,6 +91,15 @@ type pendingRequest struct {
 func NewEndpoint(conn *Conn, system *actor.ActorSystem, replyTo string, resolve func(string) (*actor.PID, error), log *slog.Logger) *Endpoint {
 	return &Endpoint{conn: conn, system: system, replyTo: replyTo, resolve: resolve, log: log, pending: map[uint32]pendingRequest{}}
 }
+
+// SetDeliver makes Handle pass every inbound tell and request to fn, in
+// the order they were read, instead of sending each with the actor
+// system's root context: fn gets the local actor and the message as the
+// root context would send it (a request as an *actor.MessageEnvelope whose
+// Sender is the reply PID). fn runs on the goroutine that calls Handle; a
+// reader that batches them must deliver them before its next read blocks.
+// Call it before the read loop starts; nil restores the root context.
+func (e *Endpoint) SetDeliver(fn func(dst *actor.PID, msg any)) { e.deliver = fn }
 
 // Conn returns the endpoint's connection.
 func (e *Endpoint) Conn() *Conn { return e.conn }
@@ -310,12 +320,15 @@ func (e *Endpoint) Handle(k Kind, body []byte) error {
 		}
 		return nil
 	}
-	if k == KindTell {
-		e.system.Root.Send(dst, msg)
-		return nil
+	if k == KindRequest {
+		reply := &actor.PID{Address: e.replyTo, Id: ReplyID, RequestId: uint32(m.ID)}
+		msg = &actor.MessageEnvelope{Message: msg, Sender: reply} // as RequestWithCustomSender builds it
 	}
-	reply := &actor.PID{Address: e.replyTo, Id: ReplyID, RequestId: uint32(m.ID)}
-	e.system.Root.RequestWithCustomSender(dst, msg, reply)
+	if e.deliver != nil {
+		e.deliver(dst, msg)
+	} else {
+		e.system.Root.Send(dst, msg)
+	}
 	return nil
 }
 

@@ -25,6 +25,23 @@ const (
 	// ExitLost is the exit code of a child whose host went away (EOF on the
 	// bridge, or the parent-death signal).
 	ExitLost = 1
+	// EnvProcs, set to ProcsRaise beside GOMAXPROCS=1 in a child's
+	// environment, says that the launcher chose that one P: the child
+	// starts and waits idle on one, and takes the Go runtime's default
+	// (runtime.SetDefaultGOMAXPROCS, then kept fixed) once its worker runs.
+	// Where the host's environment sets GOMAXPROCS itself, the launcher
+	// leaves it alone and sets no EnvProcs.
+	EnvProcs = "BGWORKER_GOMAXPROCS"
+	// ProcsRaise is EnvProcs's value.
+	ProcsRaise = "raise"
+	// EnvBeat names, in a child's environment, the descriptor of the write
+	// end of its beat pipe (Conn.SetBeat): a quiet child proves it is alive
+	// by writing a byte there instead of sending a heartbeat frame, so
+	// that its host's watchdog reads every child's beats in one pass and
+	// no reader wakes for them. Without it, or once the host no longer
+	// reads the pipe (EPIPE: a host image that did not keep it), beats are
+	// heartbeat frames on the bridge.
+	EnvBeat = "BGWORKER_BEAT_FD"
 )
 
 // DeathSignal is a child's parent-death signal (PR_SET_PDEATHSIG): on it,

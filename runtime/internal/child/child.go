@@ -86,6 +86,13 @@ func Cookie() (string, bool) { return os.LookupEnv(bridge.EnvChild) }
 // bridge.ExitRefused.
 func Run(cookieHex string, cfg Config) int {
 	os.Unsetenv(bridge.EnvChild)
+	// Started on one P by the launcher: raised once the worker runs
+	// (afterStart). The worker's own children do not inherit the one.
+	raiseProcs := os.Getenv(bridge.EnvProcs) == bridge.ProcsRaise && os.Getenv("GOMAXPROCS") == "1"
+	os.Unsetenv(bridge.EnvProcs)
+	if raiseProcs {
+		os.Unsetenv("GOMAXPROCS")
+	}
 	if cfg.LoanLimit <= 0 {
 		cfg.LoanLimit = time.Second
 	}
@@ -123,14 +130,18 @@ func Run(cookieHex string, cfg Config) int {
 	if err != nil {
 		return refuse("%v", err)
 	}
+	if fd, ok := beatPipe(); ok {
+		conn.SetBeat(fd)
+	}
 	c := &child{
-		cfg:      cfg,
-		conn:     conn,
-		disp:     &hold.Dispatcher{},
-		welcome:  make(chan bridge.Welcome, 1),
-		sysReady: make(chan struct{}),
-		exit:     make(chan int, 1),
-		term:     make(chan struct{}),
+		cfg:        cfg,
+		raiseProcs: raiseProcs,
+		conn:       conn,
+		disp:       &hold.Dispatcher{},
+		welcome:    make(chan bridge.Welcome, 1),
+		sysReady:   make(chan struct{}),
+		exit:       make(chan int, 1),
+		term:       make(chan struct{}),
 	}
 	// JSON lines on stderr: the host's output capture recognises them and
 	// re-logs each record with its level and attributes.
@@ -160,6 +171,7 @@ func Run(cookieHex string, cfg Config) int {
 		return refuse("no welcome from the host on fd %d within %v", bridge.ChildFD, HandshakeTimeout)
 	}
 	c.ep = bridge.NewEndpoint(conn, c.system, hostAddress, c.resolve, c.log)
+	c.ep.SetDeliver(c.deliver)
 	c.system.ProcessRegistry.RegisterAddressResolver(func(pid *actor.PID) (actor.Process, bool) {
 		if pid.Address == hostAddress {
 			return c.ep, true
@@ -176,17 +188,39 @@ func Run(cookieHex string, cfg Config) int {
 			c.terminate(time.Time{})
 		}
 	}()
-	setTitle(idleTitle)
+	c.title = openTitle()
+	c.title.set(idleTitle)
+	if !c.assignSeen.Load() {
+		c.prewarm() // a child for the pool: its start comes later
+	}
 	// Idle is queued before the reader may start the worker (sysReady):
 	// the worker's Ready must follow it on the wire.
 	if err := conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindIdle) }); err != nil {
 		return bridge.ExitLost
 	}
 	close(c.sysReady)
-	go c.heartbeat(time.Duration(w.HeartbeatMS) * time.Millisecond)
+	go c.heartbeat(time.Duration(w.HeartbeatMS)*time.Millisecond, nil)
 	// The worker is started by the reader when its Assign arrives; this
 	// goroutine waits for the worker's end.
 	return c.end(<-c.exit)
+}
+
+// beatPipe returns the beat pipe's descriptor named by bridge.EnvBeat,
+// made close-on-exec (the worker's own children must not beat for it),
+// when it is a pipe.
+func beatPipe() (int, bool) {
+	v, ok := os.LookupEnv(bridge.EnvBeat)
+	os.Unsetenv(bridge.EnvBeat)
+	if !ok {
+		return 0, false
+	}
+	fd, err := strconv.Atoi(v)
+	var st unix.Stat_t
+	if err != nil || fd <= bridge.ChildFD || unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return 0, false
+	}
+	unix.CloseOnExec(fd)
+	return fd, true
 }
 
 func refuse(format string, args ...any) int {
@@ -197,20 +231,26 @@ func refuse(format string, args ...any) int {
 
 // child is the child process's side of the bridge.
 type child struct {
-	cfg      Config
-	conn     *bridge.Conn
-	ep       *bridge.Endpoint
-	system   *actor.ActorSystem
-	log      *slog.Logger
-	welcome  chan bridge.Welcome
-	sysReady chan struct{}
-	exit     chan int
+	cfg        Config
+	raiseProcs bool  // started on one P: take the default once the worker runs
+	title      title // the process name
+	conn       *bridge.Conn
+	ep         *bridge.Endpoint
+	system     *actor.ActorSystem
+	log        *slog.Logger
+	welcome    chan bridge.Welcome
+	sysReady   chan struct{}
+	exit       chan int
 
-	disp     *hold.Dispatcher // the worker actor's dispatcher when it gets the runtime's mailbox (start); held by the reader for a batch
-	worker   atomic.Pointer[worker]
-	termOnce sync.Once
-	term     chan struct{}
-	deadline time.Time
+	disp   *hold.Dispatcher // the worker actor's dispatcher when it gets the runtime's mailbox (start); held by the reader for a batch
+	worker atomic.Pointer[worker]
+	// assignSeen: the Assign frame was read (a cold child gets it during
+	// the handshake; a pool child much later).
+	assignSeen atomic.Bool
+	batch      []any // the read batch's messages for the worker actor, not yet posted; owned by the read loop
+	termOnce   sync.Once
+	term       chan struct{}
+	deadline   time.Time
 }
 
 func (c *child) read() {
@@ -221,6 +261,7 @@ func (c *child) read() {
 			return nil
 		}
 		batch = false
+		c.flush()
 		run := c.disp.Take()
 		if run == nil {
 			return nil
@@ -238,7 +279,7 @@ func (c *child) read() {
 		if err := stage.Check(k); err != nil {
 			return err
 		}
-		if !batch && (k == bridge.KindAssign || k == bridge.KindTell || k == bridge.KindRequest) {
+		if !batch && k != bridge.KindHeartbeat && k != bridge.KindResponse && k != bridge.KindWelcome {
 			batch = true // the worker's mailbox runs, if these schedule it, are for yield
 			c.disp.Hold()
 		}
@@ -257,6 +298,7 @@ func (c *child) read() {
 			c.welcome <- w
 			return nil
 		case bridge.KindAssign:
+			c.assignSeen.Store(true)
 			a, err := bridge.ParseAssign(body)
 			if err != nil {
 				return err
@@ -279,6 +321,7 @@ func (c *child) read() {
 			if err != nil {
 				return err
 			}
+			c.flush() // what came before the notice reaches the worker before it
 			var deadline time.Time
 			if d != 0 {
 				deadline = time.Unix(0, d)
@@ -297,6 +340,7 @@ func (c *child) read() {
 			if err := bridge.ParseEmpty(k, body); err != nil {
 				return err
 			}
+			c.flush()
 			if w := c.worker.Load(); w != nil {
 				w.reload()
 			}
@@ -314,6 +358,40 @@ func (c *child) read() {
 		}
 		killGroupAndExit()
 	})
+}
+
+// deliver is the endpoint's delivery of inbound tells and requests
+// (bridge.Endpoint.SetDeliver): those for the worker actor, when it has
+// the runtime's mailbox, are kept for one PostBatch at the end of the read
+// batch (flush), so that the mailbox takes one lock per batch, not per
+// message; anything else is sent at once.
+func (c *child) deliver(dst *actor.PID, msg any) {
+	if w := c.worker.Load(); w != nil && dst == w.self.Load() && w.mbox.Load() != nil {
+		c.batch = append(c.batch, msg)
+		return
+	}
+	c.system.Root.Send(dst, msg)
+}
+
+// flush posts the kept messages to the worker's mailbox; a run that starts
+// goes to the worker's dispatcher, held by the reader for its yield. Once
+// the worker actor has stopped, they go the way protoactor sends to a
+// stopped actor: to dead letters, so that a request is answered.
+func (c *child) flush() {
+	if len(c.batch) == 0 {
+		return
+	}
+	w := c.worker.Load()
+	if _, alive := c.system.ProcessRegistry.GetLocal(workerActorName); !alive {
+		pid := w.self.Load()
+		for i, m := range c.batch {
+			c.system.Root.Send(pid, m)
+			c.batch[i] = nil
+		}
+		c.batch = c.batch[:0]
+		return
+	}
+	c.batch = w.mbox.Load().PostBatch(c.batch)
 }
 
 // killOwnLeaf, in a child whose postmaster is gone, kills the child's
@@ -356,7 +434,7 @@ func killGroupAndExit() {
 // limit (bridge.Conn.CheckLoan). With heartbeats off (interval 0) it only
 // checks, every loan limit. One ticker: an idle child wakes once per
 // interval.
-func (c *child) heartbeat(every time.Duration) {
+func (c *child) heartbeat(every time.Duration, stop <-chan struct{}) {
 	period := every
 	if period <= 0 {
 		period = c.cfg.LoanLimit
@@ -364,20 +442,28 @@ func (c *child) heartbeat(every time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	beating := every > 0
-	sent := c.conn.Stats.FramesOut.Load()
-	for range t.C {
+	sent := c.conn.Handed()
+	for {
+		select {
+		case <-t.C:
+		case <-stop: // nil in a child: never
+			return
+		}
 		c.conn.CheckLoan(c.cfg.LoanLimit)
 		if !beating {
 			continue
 		}
-		if n := c.conn.Stats.FramesOut.Load(); n != sent {
+		if n := c.conn.Handed(); n != sent {
 			sent = n // frames went out since the last tick
 			continue
 		}
-		if err := c.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindHeartbeat) }); err != nil {
+		// A byte on the beat pipe, or a frame written by this goroutine
+		// when the socket is free (handing it to the writer goroutine
+		// would wake a second thread per beat).
+		if err := c.conn.Heartbeat(); err != nil {
 			beating = false // the bridge is failing: the reader's end follows
 		}
-		sent = c.conn.Stats.FramesOut.Load()
+		sent = c.conn.Handed()
 	}
 }
 
@@ -419,7 +505,7 @@ func (c *child) start(a bridge.Assign) error {
 	if !ok {
 		return fmt.Errorf("no worker %q is registered in this binary", a.Code)
 	}
-	setTitle(a.Name)
+	c.title.set(a.Name)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{c: c, spec: spec, assign: a, ctx: ctx, readySent: make(chan struct{}),
 		reloads: make(chan struct{}, 1), actKick: make(chan struct{}, 1)}
@@ -461,7 +547,12 @@ func (c *child) start(a bridge.Assign) error {
 	if propsHave(props, "mailboxProducer") {
 		props = props.Configure(actor.WithReceiverMiddleware(w.lifecycle))
 	} else {
-		props = props.Configure(actor.WithMailbox(actor.Unbounded(&lifecycleProbe{onStarted: w.started, onStop: w.checkStopped})))
+		probe := &lifecycleProbe{onStarted: w.started, onStop: w.checkStopped}
+		props = props.Configure(actor.WithMailbox(func() actor.Mailbox {
+			mb := hold.NewMailbox(probe)
+			w.mbox.Store(mb)
+			return mb
+		}))
 		if !propsHave(props, "dispatcher") {
 			props = props.Configure(actor.WithDispatcher(c.disp))
 		}
@@ -473,18 +564,67 @@ func (c *child) start(a bridge.Assign) error {
 		return fmt.Errorf("worker %q: spawn: %w", a.Name, err)
 	}
 	w.self.Store(pid)
-	go w.reportActivity()
-	if c.cfg.Running != nil {
-		go c.cfg.Running(a.Name, Faults{c})
-	}
-	go func() {
-		<-c.term
-		cancel()
-		if spec.Props != nil {
-			c.system.Root.Send(pid, &actors.Terminate{Deadline: c.deadline})
-		}
-	}()
+	w.cancel = cancel
 	return nil
+}
+
+// prewarm runs, in a child that waits for its worker in the warm pool, the
+// code a start runs on a throwaway actor: a spawn with the runtime's
+// mailbox and a lifecycle probe, its Started, its stop. A fresh child
+// would otherwise take those pages of the binary (page faults) and caches
+// on the warm start's path; here they cost the idle child once, before it
+// reports idle.
+func (c *child) prewarm() {
+	started := make(chan struct{})
+	probe := &lifecycleProbe{onStarted: func() {}, onStop: func() {}}
+	props := actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(*actor.Started); ok {
+			close(started)
+		}
+	}).Configure(actor.WithMailbox(func() actor.Mailbox { return hold.NewMailbox(probe) }),
+		actor.WithDispatcher(actor.NewSynchronizedDispatcher(300)))
+	pid, err := c.system.Root.WithGuardian(crashStrategy{c}).SpawnNamed(props, "prewarm")
+	if err != nil {
+		return
+	}
+	<-started
+	_ = c.system.Root.StopFuture(pid).Wait()
+}
+
+// afterStart starts, once, what runs beside the worker actor: the activity
+// reporter, the terminate notice's delivery and the test kit's hook. It is
+// called once the actor has handled Started, after Ready went out: each
+// new goroutine may wake a thread (10-15 µs on a 2-vCPU VM), which a warm
+// start should not wait for. A notice that came earlier is still delivered:
+// the terminate channel stays closed.
+func (w *worker) afterStart() {
+	w.helpers.Do(func() {
+		c := w.c
+		if c.raiseProcs {
+			raiseProcs()
+		}
+		go w.reportActivity()
+		if c.cfg.Running != nil {
+			go c.cfg.Running(w.assign.Name, Faults{c})
+		}
+		go func() {
+			<-c.term
+			w.cancel()
+			if w.spec.Props != nil {
+				c.system.Root.Send(w.self.Load(), &actors.Terminate{Deadline: c.deadline})
+			}
+		}()
+	})
+}
+
+// raiseProcs gives a child that started on one P (bridge.EnvProcs) the Go
+// runtime's default GOMAXPROCS, computed now that its cgroup limits are in
+// place, and keeps it: the default's updates would wake the child every
+// second to re-read its CPU limits, which the runtime set before the
+// worker started and never changes.
+func raiseProcs() {
+	goruntime.SetDefaultGOMAXPROCS()
+	goruntime.GOMAXPROCS(goruntime.GOMAXPROCS(0))
 }
 
 // end applies the exit contract to the worker's result: the goodbye frame
@@ -502,23 +642,39 @@ func (c *child) end(code int) int {
 	return code
 }
 
-// setTitle names every thread of the process, so that ps and top show
-// which worker a child runs (PostgreSQL's "postgres: <type>"): the kernel
-// keeps a name per thread, cut to 15 bytes, and /proc/<pid>/comm is the
-// main thread's. Threads made later inherit the name of the thread that
-// makes them.
-func setTitle(name string) {
+// title names the process, so that ps and top show which worker a child
+// runs (PostgreSQL's "postgres: <type>"): the main thread's name,
+// /proc/<pid>/comm, cut by the kernel to 15 bytes. The file is opened once,
+// by the idle child, and kept: opening a proc file costs ~35 µs here, which
+// a warm start would otherwise pay at its assignment.
+//
+// Only the main thread's: naming every thread through its
+// /proc/<pid>/task/<tid>/comm was tried, and a process whose per-thread
+// proc files were opened takes the kernel 0.5-19 ms instead of ~20 µs to
+// reap (measured here on Linux 6.18: waitid of the killed child), which
+// every exit, restart and reset waited for. It also cost a warm start a
+// file write per thread.
+type title struct{ fd int }
+
+// openTitle opens /proc/self/comm for writing; with an error, titles are
+// not set.
+func openTitle() title {
+	fd, err := unix.Open("/proc/self/comm", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return title{fd: -1}
+	}
+	return title{fd: fd}
+}
+
+// set names the process.
+func (t title) set(name string) {
+	if t.fd < 0 {
+		return
+	}
 	if len(name) > 15 {
 		name = name[:15]
 	}
-	self := strconv.Itoa(os.Getpid())
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return
-	}
-	for _, t := range tasks {
-		_ = os.WriteFile("/proc/"+self+"/task/"+t.Name()+"/comm", []byte(name), 0)
-	}
+	_, _ = unix.Write(t.fd, []byte(name)) // the kernel takes each write whole, whatever the offset
 }
 
 // crashStrategy is the guardian of the worker actor: a panic in the actor
@@ -537,18 +693,23 @@ type worker struct {
 	spec      actors.Spec
 	assign    bridge.Assign
 	ctx       context.Context // cancelled when the postmaster asks the worker to stop
+	cancel    context.CancelFunc
+	helpers   sync.Once // afterStart
 	self      atomic.Pointer[actor.PID]
+	mbox      atomic.Pointer[hold.Mailbox] // the worker actor's mailbox when it is the runtime's (start)
 	seg       *shmactor.Segment
 	ready     sync.Once
 	readySent chan struct{} // closed once the Ready frame has been handed to the connection
 	reloads   chan struct{}
-	activity  atomic.Pointer[activity] // the latest SetActivity, not yet sent
+	actMu     sync.Mutex
+	act       activity // the latest SetActivity, not yet sent (act.set); with actMu
 	actKick   chan struct{}
 }
 
 type activity struct {
-	at   time.Time
+	at   int64 // Unix ns
 	text string
+	set  bool
 }
 
 func (w *worker) Name() string                 { return w.assign.Name }
@@ -579,13 +740,20 @@ func (w *worker) Ready() {
 	}
 }
 
-// SetActivity keeps the latest text and wakes the reporter; see
-// actors.Worker.
+// SetActivity keeps the latest text and, if the reporter has sent the
+// one before, wakes it; see actors.Worker. A worker may call it per item:
+// it allocates nothing, and most calls only replace what waits.
 func (w *worker) SetActivity(text string) {
-	w.activity.Store(&activity{at: time.Now(), text: text})
-	select {
-	case w.actKick <- struct{}{}:
-	default:
+	at := time.Now().UnixNano()
+	w.actMu.Lock()
+	kick := !w.act.set
+	w.act = activity{at: at, text: text, set: true}
+	w.actMu.Unlock()
+	if kick {
+		select {
+		case w.actKick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -596,10 +764,23 @@ func (w *worker) SetActivity(text string) {
 func (w *worker) reportActivity() {
 	<-w.readySent
 	for range w.actKick {
-		if a := w.activity.Swap(nil); a != nil {
-			_ = w.c.conn.Send(func(b []byte) []byte { return bridge.AppendActivity(b, a.at.UnixNano(), a.text) })
+		w.actMu.Lock()
+		a := w.act
+		w.act = activity{}
+		w.actMu.Unlock()
+		if a.set {
+			_ = w.c.conn.Send(func(b []byte) []byte { return bridge.AppendActivity(b, a.at, a.text) })
 		}
 		time.Sleep(activityEvery) // coalesce what comes meanwhile
+		w.actMu.Lock()
+		again := w.act.set // set meanwhile: its kick was not sent
+		w.actMu.Unlock()
+		if again {
+			select {
+			case w.actKick <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 
@@ -674,6 +855,7 @@ func (w *worker) started() {
 	if w.assign.Flags&bridge.FlagNotifyReady == 0 {
 		w.sendReady()
 	}
+	w.afterStart()
 }
 
 // sendReady sends Ready, once.
@@ -748,6 +930,7 @@ type runActor struct {
 
 func (r *runActor) Receive(ctx actor.Context) {
 	if _, ok := ctx.Message().(*actor.Started); ok {
+		r.w.started() // Ready before the new goroutine: it may cost a thread wake
 		go r.loop()
 	}
 }

@@ -37,3 +37,28 @@ func TestChildActorSystemLayout(t *testing.T) {
 		t.Fatalf("request on the fast system = %v, %v; want pong", r, err)
 	}
 }
+
+// The prewarm of a pool child leaves no actor behind: its throwaway actor
+// is stopped and gone from the registry before the child reports idle
+// (the crash guardian it creates is the one the worker's start uses).
+func TestPrewarmLeavesNothing(t *testing.T) {
+	sys := newChildActorSystem(actor.Configure())
+	defer sys.Shutdown()
+	c := &child{system: sys}
+	count := func() int {
+		n := 0
+		for _, m := range sys.ProcessRegistry.LocalPIDs.LocalPIDs {
+			n += m.Count()
+		}
+		return n
+	}
+	c.prewarm()
+	if _, ok := sys.ProcessRegistry.GetLocal("prewarm"); ok {
+		t.Fatal("the prewarm actor is still registered")
+	}
+	before := count()
+	c.prewarm()
+	if after := count(); after != before {
+		t.Fatalf("registry holds %d processes after a second prewarm, %d after the first", after, before)
+	}
+}

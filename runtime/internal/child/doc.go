@@ -2,7 +2,7 @@
 // binary does when the postmaster re-executes it. It says hello on fd 3,
 // is welcomed, builds its actor system, reports idle, is assigned its
 // worker (with the shared segment for a shared-memory worker), runs it as
-// a protoactor actor and reports ready, heartbeats while its bridge is
+// a protoactor actor and reports ready, beats while its bridge is
 // quiet, and ends by the exit contract: goodbye and exit 0 when the worker
 // is done, exit 1 to be restarted, exit 2 on a panic. It kills its whole
 // process group and exits when the bridge reaches EOF or the parent-death

@@ -29,6 +29,7 @@ type ChildState struct {
 	PID      int
 	Sock     int    // the bridge socket's descriptor, inheritable
 	Out      int    // the output pipe's read end, inheritable
+	Beat     int    // the beat pipe's read end, inheritable; -1 = none (beats come as frames)
 	Leftover []byte // bytes read from the socket after the last whole frame
 	Goodbye  int    // the code its goodbye announced; -1 = none
 	Name     string // the worker it runs; "" while idle
@@ -94,27 +95,36 @@ func (p *proc) detach(ctx context.Context) (ChildState, []*os.File, error) {
 	<-p.outDone
 	<-p.readerDone
 	p.pidfd.Close()
+	p.process.Release() // its own pidfd; the next launcher finds the process anew
 	p.l.procs.Delete(p.id)
-	for _, f := range []*os.File{sock, p.out} {
+	files := []*os.File{sock, p.out}
+	beat := -1
+	if p.beat != nil {
+		files = append(files, p.beat)
+		beat = int(p.beat.Fd())
+	}
+	for _, f := range files {
 		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
 			return ChildState{}, nil, fmt.Errorf("clear close-on-exec: %w", err)
 		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	cs := ChildState{ID: p.id, PID: p.pid, Sock: int(sock.Fd()), Out: int(p.out.Fd()), Leftover: leftover,
+	cs := ChildState{ID: p.id, PID: p.pid, Sock: int(sock.Fd()), Out: int(p.out.Fd()), Beat: beat, Leftover: leftover,
 		Goodbye: p.goodbye, Name: p.name, Assigned: p.assigned.Load(), Connect: p.connect.Load(), Spawned: p.spawn,
 		Tail: p.tail.lines, Stats: [4]uint64{p.conn.Stats.FramesIn.Load(), p.conn.Stats.FramesOut.Load(),
 			p.conn.Stats.BytesIn.Load(), p.conn.Stats.BytesOut.Load()}}
 	if p.leaf != nil {
 		cs.Leaf = p.leaf.Name()
 	}
-	return cs, []*os.File{sock, p.out}, nil
+	return cs, files, nil
 }
 
 // Adopt starts a launcher, as New does, that serves the children of st:
 // they run on, with their sockets, pipes and cgroup leaves, and are
-// reaped by this image.
+// reaped by this image. It works on duplicates of the descriptors st
+// names and leaves those to the caller: a new image closes them with
+// CloseDescriptors, a host whose exec failed with the files Detach gave it.
 func Adopt(env launch.Env, cfg Config, st State) (*Launcher, []launch.Child, error) {
 	l := New(env, cfg)
 	l.acc.framesIn.Store(st.Acc[0])
@@ -132,6 +142,33 @@ func Adopt(env launch.Env, cfg Config, st State) (*Launcher, []launch.Child, err
 	return l, kids, nil
 }
 
+// CloseDescriptors closes the descriptors st names, which a new image
+// inherited; call it after Adopt.
+func (st State) CloseDescriptors() {
+	for _, cs := range st.Children {
+		for _, fd := range []int{cs.Sock, cs.Out, cs.Beat} {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}
+}
+
+// dupFile returns a close-on-exec duplicate of fd as a File on Go's
+// poller, so that a read deadline can wake its reader: non-blocking, which
+// Detach's File.Fd calls had undone.
+func dupFile(fd int, name string) (*os.File, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return os.NewFile(uintptr(nfd), name), nil
+}
+
 func (l *Launcher) adopt(cs ChildState) (*proc, error) {
 	p := &proc{id: cs.ID, l: l, pid: cs.PID, spawn: cs.Spawned, goodbye: cs.Goodbye, name: cs.Name, tail: newTail(32),
 		reported: make(chan struct{}), readerDone: make(chan struct{}), reaperDone: make(chan struct{}),
@@ -141,8 +178,11 @@ func (l *Launcher) adopt(cs ChildState) (*proc, error) {
 	p.assigned.Store(cs.Assigned)
 	p.connect.Store(cs.Connect)
 	p.watched.Store(true)
-	sockFile := os.NewFile(uintptr(cs.Sock), "bridge")
-	nc, err := net.FileConn(sockFile)
+	sockFile, err := dupFile(cs.Sock, "bridge")
+	if err != nil {
+		return nil, err
+	}
+	nc, err := net.FileConn(sockFile) // a duplicate again, which the Conn owns
 	sockFile.Close()
 	if err != nil {
 		return nil, fmt.Errorf("bridge socket: %w", err)
@@ -152,15 +192,30 @@ func (l *Launcher) adopt(cs ChildState) (*proc, error) {
 		nc.Close()
 		return nil, fmt.Errorf("descriptor %d is not a unix socket", cs.Sock)
 	}
-	unix.CloseOnExec(cs.Out)
-	p.out = os.NewFile(uintptr(cs.Out), "output")
-	if p.process, err = os.FindProcess(cs.PID); err != nil {
+	if p.out, err = dupFile(cs.Out, "output"); err != nil {
 		uc.Close()
+		return nil, err
+	}
+	fail := func() {
+		uc.Close()
+		p.out.Close()
+		if p.beat != nil {
+			p.beat.Close()
+		}
+	}
+	if cs.Beat >= 0 {
+		if p.beat, err = adoptBeat(cs.Beat); err != nil {
+			fail()
+			return nil, err
+		}
+	}
+	if p.process, err = os.FindProcess(cs.PID); err != nil {
+		fail()
 		return nil, err
 	}
 	fd, err := unix.PidfdOpen(cs.PID, unix.PIDFD_NONBLOCK)
 	if err != nil {
-		uc.Close()
+		fail()
 		return nil, fmt.Errorf("pidfd_open: %w", err)
 	}
 	p.pidfd = os.NewFile(uintptr(fd), "pidfd")

@@ -60,6 +60,14 @@ func (p *proc) killLeaf() {
 	if n, err := p.leaf.OOMKills(); err == nil && n > 0 {
 		p.oom.Store(true)
 	}
+	// Usually the child was the leaf's only process and the leaf is empty
+	// now (an exited, unreaped child does not count): nothing to kill, and
+	// no process can enter an empty leaf. Leaf.Kill would still set up and
+	// close an inotify watch, and closing one waits for the kernel's
+	// fsnotify grace period: 4-25 ms measured here, on every exit.
+	if pop, err := p.leaf.Populated(); err == nil && !pop {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), leafKillTimeout)
 	defer cancel()
 	if err := p.leaf.Kill(ctx); err != nil {

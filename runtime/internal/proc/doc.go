@@ -5,5 +5,6 @@
 // Go scheduler retires a thread), watched through a pidfd, reaped exactly
 // once, signalled only through os.Process or its still-unreaped group.
 // Its stdout and stderr are logged line by line. One watchdog judges every
-// child's liveness from what it sends.
+// child's liveness from what it sends, and drains the beat pipe each child
+// gets (bridge.EnvBeat) at its ticks.
 package proc

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	goruntime "runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -44,7 +46,7 @@ type Config struct {
 type Launcher struct {
 	env   launch.Env
 	cfg   Config
-	reqs  chan uint64
+	reqs  chan spawnReq
 	execs chan execRequest // Exec's requests, served by the spawner
 	done  chan struct{}    // closed when the spawner has ended
 
@@ -52,6 +54,13 @@ type Launcher struct {
 	acc   struct{ framesIn, framesOut, bytesIn, bytesOut atomic.Uint64 }
 
 	liveStop chan struct{}
+	// oneProc: children start with GOMAXPROCS=1 (bridge.EnvProcs), unless
+	// the environment sets GOMAXPROCS. A child's start is mostly one
+	// goroutine's work, and more Ps only spread it over more threads,
+	// each woken and parked: in a storm of starts that is CPU the other
+	// children need. An idle child on one P also wakes less. The child
+	// raises it once its worker runs.
+	oneProc bool
 }
 
 // New starts a launcher: its spawner and its liveness watchdog.
@@ -59,8 +68,9 @@ func New(env launch.Env, cfg Config) *Launcher {
 	if cfg.Queue <= 0 {
 		cfg.Queue = 256
 	}
-	l := &Launcher{env: env, cfg: cfg, reqs: make(chan uint64, cfg.Queue), execs: make(chan execRequest),
-		done: make(chan struct{}), liveStop: make(chan struct{})}
+	l := &Launcher{env: env, cfg: cfg, reqs: make(chan spawnReq, cfg.Queue), execs: make(chan execRequest),
+		done: make(chan struct{}), liveStop: make(chan struct{}),
+		oneProc: !slices.ContainsFunc(cfg.Env, func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })}
 	env.System.ProcessRegistry.RegisterAddressResolver(l.resolveReply)
 	go l.spawner()
 	env.Go("liveness watchdog", func() { l.watchLiveness(l.liveStop) })
@@ -68,7 +78,13 @@ func New(env launch.Env, cfg Config) *Launcher {
 }
 
 // Launch queues a spawn; the spawner answers with Reporter.Spawned.
-func (l *Launcher) Launch(id uint64, _ string) { l.reqs <- id }
+func (l *Launcher) Launch(id uint64, worker string) { l.reqs <- spawnReq{id: id, pool: worker == ""} }
+
+// spawnReq is one Launch for the spawner.
+type spawnReq struct {
+	id   uint64
+	pool bool // an idle child for the warm pool
+}
 
 // Each calls fn with every live child.
 func (l *Launcher) Each(fn func(launch.Child)) {
@@ -108,16 +124,26 @@ func (l *Launcher) spawner() {
 	defer close(l.done)
 	for {
 		select {
-		case id, ok := <-l.reqs:
+		case r, ok := <-l.reqs:
 			if !ok {
 				return
 			}
-			p, err := l.start(id)
+			if r.pool && len(l.reqs) == 0 {
+				// A refill of the pool is for a later start, and is asked
+				// for by the postmaster as it handles the start that
+				// emptied a slot of the pool: the start's waiter, woken a
+				// moment before, waits behind this goroutine on its
+				// processor. Let it run before the fork (measured: a warm
+				// start's WaitStarted returned 50-60 µs sooner after its
+				// Running event).
+				goruntime.Gosched()
+			}
+			p, err := l.start(r.id)
 			if err != nil {
-				l.env.Reporter.Spawned(id, nil, err)
+				l.env.Reporter.Spawned(r.id, nil, err)
 				continue
 			}
-			l.env.Reporter.Spawned(id, p, nil)
+			l.env.Reporter.Spawned(r.id, p, nil)
 			close(p.reported)
 		case r := <-l.execs:
 			r.run() // returns only if the exec failed
@@ -139,6 +165,7 @@ type proc struct {
 	cookie  [bridge.CookieLen]byte
 	spawn   time.Time
 	out     *os.File // read end of the output pipe
+	beat    *os.File // read end of the beat pipe (bridge.EnvBeat), drained by the watchdog; nil = beats come as frames
 
 	mu       sync.Mutex
 	reaped   bool
@@ -153,6 +180,7 @@ type proc struct {
 	connect  atomic.Bool   // the worker may address host actors
 	watched  atomic.Bool   // heartbeating: the liveness watchdog checks it
 	silent   atomic.Bool   // the watchdog reported it silent
+	lastBeat atomic.Int64  // when a watchdog tick last found a beat, since beatEpoch; 0 = never
 	tail     *tailBuffer   // last lines of output
 	reported chan struct{} // closed once Spawned was reported: every later report waits for it
 	leaf     *cgroup.Leaf  // the child's cgroup; nil without cgroups
@@ -185,34 +213,44 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 		return nil, fmt.Errorf("proc: output pipe: %w", err)
 	}
 	defer outW.Close()
-	p = &proc{id: id, l: l, goodbye: -1, tail: newTail(32), reported: make(chan struct{}),
-		readerDone: make(chan struct{}), reaperDone: make(chan struct{}), exited: make(chan struct{}), outDone: make(chan struct{})}
-	if _, err := rand.Read(p.cookie[:]); err != nil {
+	beatR, beatW, err := beatPipe()
+	if err != nil {
 		parentEnd.Close()
 		outR.Close()
+		return nil, err
+	}
+	defer beatW.Close()
+	fail := func() { parentEnd.Close(); outR.Close(); beatR.Close() }
+	p = &proc{id: id, l: l, goodbye: -1, tail: newTail(32), reported: make(chan struct{}),
+		readerDone: make(chan struct{}), reaperDone: make(chan struct{}), exited: make(chan struct{}), outDone: make(chan struct{})}
+	p.beat = beatR
+	if _, err := rand.Read(p.cookie[:]); err != nil {
+		fail()
 		return nil, err
 	}
 	cmd := exec.Command(l.cfg.Exe)
 	cmd.Args = []string{l.cfg.Exe}
 	cmd.Env = append(append([]string(nil), l.cfg.Env...), bridge.EnvChild+"="+hex.EncodeToString(p.cookie[:]))
+	if l.oneProc {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1", bridge.EnvProcs+"="+bridge.ProcsRaise)
+	}
 	cmd.Stdout = outW
 	cmd.Stderr = outW
-	cmd.ExtraFiles = append([]*os.File{childEnd}, l.cfg.ExtraFiles...)
+	cmd.ExtraFiles = append(append([]*os.File{childEnd}, l.cfg.ExtraFiles...), beatW)
+	cmd.Env = append(cmd.Env, bridge.EnvBeat+"="+strconv.Itoa(bridge.ChildFD+len(cmd.ExtraFiles)-1))
 	// The parent-death signal is caught by the child, which then kills
 	// its whole process group; SIGKILL would end the leader only.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: bridge.DeathSignal}
 	release, err := l.spawnIntoLeaf(p, cmd)
 	if err != nil {
-		parentEnd.Close()
-		outR.Close()
+		fail()
 		return nil, err
 	}
 	err = cmd.Start()
 	release()
 	if err != nil {
 		p.removeLeaf()
-		parentEnd.Close()
-		outR.Close()
+		fail()
 		return nil, fmt.Errorf("proc: spawn: %w", err)
 	}
 	p.process, p.pid, p.spawn = cmd.Process, cmd.Process.Pid, time.Now()
@@ -225,8 +263,7 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 		p.killLeaf()
 		cmd.Wait()
 		p.removeLeaf()
-		parentEnd.Close()
-		outR.Close()
+		fail()
 		return nil, fmt.Errorf("proc: pidfd_open: %w", err)
 	}
 	p.pidfd = os.NewFile(uintptr(fd), "pidfd")
@@ -239,6 +276,7 @@ func (l *Launcher) start(id uint64) (p *proc, err error) {
 		p.removeLeaf()
 		p.pidfd.Close()
 		outR.Close()
+		beatR.Close()
 		return nil, fmt.Errorf("proc: bridge: %w", err)
 	}
 	p.conn = bridge.NewConn(nc.(*net.UnixConn), l.env.MaxFrame)
@@ -453,6 +491,9 @@ func (p *proc) wait() {
 	ps, werr := p.process.Wait()
 	p.removeLeaf()
 	p.pidfd.Close()
+	if p.beat != nil {
+		p.beat.Close() // safe beside the watchdog's read: the file serialises them
+	}
 	// The socket reaches EOF when the child is gone; give the reader a
 	// moment to take the goodbye, then close.
 	select {
