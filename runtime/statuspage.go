@@ -1,13 +1,14 @@
 package runtime
 
 import (
-	"bytes"
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"html/template"
+	"html"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -20,7 +21,149 @@ import (
 //go:embed statuspage.html
 var statusPageHTML string
 
-var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{"hasActivity": hasActivity}).Parse(statusPageHTML))
+// The page is statuspage.html with the parts the server renders marked by
+// named slots, {{name}}, each filled by its function in pageSlots. The
+// page is cut at its slots once. It is not a text/template: a template
+// calls methods by name through reflection, and a binary that links that
+// keeps every exported method of every type it has. Every worker's
+// process is this binary re-executed, so that would make each one larger
+// and slower to start.
+var statusPage = splitPage(statusPageHTML)
+
+// pageSlots fills each slot of the page; each writes HTML, escaping any
+// text it takes from the data.
+var pageSlots = map[string]func(*strings.Builder, *pageData){
+	"state": func(b *strings.Builder, d *pageData) { writeText(b, d.Status.State) },
+	"phase": func(b *strings.Builder, d *pageData) { writeText(b, d.Status.Phase.String()) },
+	"segment": func(b *strings.Builder, d *pageData) {
+		g := d.Status.Segment
+		if g.Generation == 0 {
+			b.WriteString("none")
+			return
+		}
+		b.WriteString("generation " + strconv.FormatUint(g.Generation, 10) + " · " + pageBytes(g.Bytes))
+	},
+	"resets": func(b *strings.Builder, d *pageData) {
+		b.WriteString(strconv.FormatUint(d.Status.Resets, 10))
+		if d.Status.Resetting {
+			b.WriteString(" · reset under way")
+		}
+		if d.Status.GroupFailed {
+			b.WriteString(" · group failed")
+		}
+	},
+	"pool": func(b *strings.Builder, d *pageData) {
+		p := d.Status.Pool
+		fmt.Fprintf(b, "%d idle · %d starting · target %d", p.Idle, p.Starting, p.Target)
+	},
+	"now": func(b *strings.Builder, d *pageData) { b.WriteString(d.Now.Format("15:04:05")) },
+	"error": func(b *strings.Builder, d *pageData) {
+		if d.Err != "" {
+			b.WriteString(`<p class="err" id="error">`)
+			writeText(b, d.Err)
+			b.WriteString(`</p>`)
+		}
+	},
+	"table-class": func(b *strings.Builder, d *pageData) {
+		if !hasActivity(d.Rows) {
+			b.WriteString("no-activity")
+		}
+	},
+	"rows": writePageRows,
+}
+
+// pagePart is the page's text up to a slot, and the slot ("" at the end).
+type pagePart struct{ text, slot string }
+
+// splitPage cuts the page at its slots. A slot without a function in
+// pageSlots is a fault of the embedded page, found when the package is
+// initialised (and by its tests), never at serving time.
+func splitPage(s string) []pagePart {
+	var parts []pagePart
+	for {
+		i := strings.Index(s, "{{")
+		if i < 0 {
+			return append(parts, pagePart{text: s})
+		}
+		j := strings.Index(s[i:], "}}")
+		if j < 0 {
+			panic("runtime: status page: a slot opened at byte " + strconv.Itoa(i) + " is never closed")
+		}
+		slot := s[i+2 : i+j]
+		if pageSlots[slot] == nil {
+			panic("runtime: status page: no function fills the slot {{" + slot + "}}")
+		}
+		parts = append(parts, pagePart{text: s[:i], slot: slot})
+		s = s[i+j+2:]
+	}
+}
+
+// render writes the page for d.
+func (d *pageData) render() string {
+	var b strings.Builder
+	b.Grow(len(statusPageHTML) + 512*len(d.Rows))
+	for _, p := range statusPage {
+		b.WriteString(p.text)
+		if p.slot != "" {
+			pageSlots[p.slot](&b, d)
+		}
+	}
+	return b.String()
+}
+
+// writePageRows writes the table's body: a row per worker, each with its
+// strip of recent exits, or one row that says there are none.
+func writePageRows(b *strings.Builder, d *pageData) {
+	if len(d.Rows) == 0 {
+		b.WriteString("\n" + `<tr class="empty"><td colspan="10" class="none">no workers</td></tr>`)
+		return
+	}
+	for _, r := range d.Rows {
+		b.WriteString("\n" + `<tr data-worker="`)
+		writeText(b, r.Name)
+		b.WriteString(`"><td class="c-name">`)
+		writeText(b, r.Name)
+		b.WriteString(`</td><td class="c-type">`)
+		writeText(b, r.Type)
+		b.WriteString(`</td><td class="c-state"><span class="state s-`)
+		writeText(b, r.State)
+		b.WriteString(`">`)
+		writeText(b, r.State)
+		cells := [...]struct{ class, text string }{
+			{"num c-pid", d.PIDText(r)},
+			{"num c-uptime", d.Uptime(r)},
+			{"num c-restarts", strconv.Itoa(r.Restarts)},
+			{"c-backoff", d.Backoff(r)},
+			{"c-activity", d.ActivityText(r)},
+			{"c-last", d.LastExitText(r)},
+		}
+		b.WriteString(`</span></td>`)
+		for _, c := range cells {
+			b.WriteString(`<td class="` + c.class + `">`)
+			writeText(b, c.text)
+			b.WriteString(`</td>`)
+		}
+		b.WriteString(`<td class="c-exits">`)
+		if len(r.Exits) == 0 {
+			b.WriteString(`<span class="none">none</span>`)
+		}
+		for _, x := range r.Exits {
+			b.WriteString(`<button type="button" class="exit`)
+			if x.Crash {
+				b.WriteString(` crash`)
+			}
+			b.WriteString(`" data-at="` + x.At.Format(time.RFC3339Nano) + `" title="`)
+			writeText(b, d.ExitTitle(x))
+			b.WriteString(`">`)
+			writeText(b, d.ExitLabel(x))
+			b.WriteString(`</button>`)
+		}
+		b.WriteString(`</td></tr>`)
+	}
+}
+
+// writeText writes s escaped for HTML text and for a quoted attribute.
+func writeText(b *strings.Builder, s string) { b.WriteString(html.EscapeString(s)) }
 
 // hasActivity reports whether any row has an activity to show; without
 // one the page hides the column.
@@ -61,7 +204,7 @@ type pageRow struct {
 	Exits      []pageExit `json:"exits"`
 }
 
-// pageData is what the template renders.
+// pageData is what the page renders.
 type pageData struct {
 	Status Status
 	Rows   []pageRow
@@ -118,7 +261,8 @@ func (d pageData) ExitTitle(x pageExit) string {
 	return exitTitle(x)
 }
 
-func (d pageData) Bytes(n int) string {
+// pageBytes writes a size as the page does: 512 B, 4.0 KiB, 32.0 MiB.
+func pageBytes(n int) string {
 	switch {
 	case n >= 1<<20:
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
@@ -186,11 +330,7 @@ func (rt *Runtime) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		d.Err = err.Error()
 	}
-	var buf bytes.Buffer
-	if err := statusPage.Execute(&buf, d); err != nil {
-		http.Error(w, "runtime: status page: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
+	page := d.render()
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
@@ -198,5 +338,5 @@ func (rt *Runtime) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	// Nothing is loaded from elsewhere: the page's own inline style and
 	// script, and requests to this endpoint only.
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-	_, _ = w.Write(buf.Bytes())
+	_, _ = io.WriteString(w, page)
 }
