@@ -105,10 +105,11 @@ func newMetrics(rt *Runtime, reg *prometheus.Registry) *metrics {
 		m.slotsInUse, m.slotsMax, m.protocolErrors, m.undeliverable)
 	traffic := func(get func(launch.Traffic) uint64) func() float64 {
 		return func() float64 {
-			if rt.pm == nil || rt.pm.launcher == nil {
+			f := rt.traffic.Load()
+			if f == nil {
 				return 0
 			}
-			return float64(get(rt.pm.launcher.Traffic()))
+			return float64(get((*f)()))
 		}
 	}
 	reg.MustRegister(

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"regexp"
@@ -444,4 +446,53 @@ func TestMetricsDocumented(t *testing.T) {
 			t.Errorf("docs/metrics.md lists %s, which the runtime does not register", n)
 		}
 	}
+}
+
+// A caller's registry may be scraped at any moment, also while the runtime
+// starts and shuts down: the bridge's traffic counters read the launcher
+// that Start makes, which must be published safely (the race detector
+// checks this test).
+func TestScrapeDuringStartAndShutdown(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	rt, err := New(Config{Registry: reg, Workers: []actors.Spec{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	scraped := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				scraped <- n
+				return
+			default:
+			}
+			if _, err := reg.Gather(); err != nil {
+				t.Error(err)
+			}
+			n++
+		}
+	}()
+	if err := rt.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Shutdown(ctx(t), phases.Fast); err != nil {
+		t.Error(err)
+	}
+	close(stop)
+	if n := <-scraped; n == 0 {
+		t.Error("no scrape ran beside Start and Shutdown")
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "bgworker_bridge_frames_received_total" {
+			return
+		}
+	}
+	t.Error("bgworker_bridge_frames_received_total is not registered")
 }

@@ -75,7 +75,11 @@ type Runtime struct {
 	cg          *cgroupState  // set by Start: the children's cgroups, or why there are none
 	notifyStop  func()        // ends the systemd notify hooks
 	phase       atomic.Uint32 // the postmaster's phase, for /readyz and Status
-	status      statusCells   // the rest of Status, published by the postmaster
+	// traffic reads the launcher's bridge counters; set by Start once the
+	// launcher exists, for the metrics, which are gathered from the
+	// caller's goroutines.
+	traffic atomic.Pointer[func() launch.Traffic]
+	status  statusCells // the rest of Status, published by the postmaster
 
 	executable  string        // the host's binary as resolved by New: Upgrade's default
 	adopt       *upgradeState // the state of the image this one upgraded from; nil = started afresh
@@ -231,6 +235,8 @@ func (rt *Runtime) Start(ctx context.Context) error {
 			rt.pm.launcher = proc.New(env, cfg)
 		}
 	}
+	traffic := rt.pm.launcher.Traffic
+	rt.traffic.Store(&traffic)
 	if st != nil && st.HTTPFD >= 0 {
 		unix.CloseOnExec(st.HTTPFD)
 		f := os.NewFile(uintptr(st.HTTPFD), "http")
