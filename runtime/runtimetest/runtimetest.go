@@ -273,7 +273,7 @@ func (r *Runtime) Until(ctx context.Context, cond func() bool) error {
 // Crash makes the named worker crash as a panic does: exit 2.
 func (r *Runtime) Crash(name string) error {
 	if r.mem != nil {
-		return r.mem.Crash(name)
+		return memFault(name, r.mem.Crash(name))
 	}
 	return r.inject(name, "crash")
 }
@@ -282,7 +282,7 @@ func (r *Runtime) Crash(name string) error {
 // done; 1: restart after backoff; anything else: a crash).
 func (r *Runtime) Exit(name string, code int) error {
 	if r.mem != nil {
-		return r.mem.Exit(name, code)
+		return memFault(name, r.mem.Exit(name, code))
 	}
 	return r.inject(name, "exit "+strconv.Itoa(code))
 }
@@ -290,7 +290,7 @@ func (r *Runtime) Exit(name string, code int) error {
 // Kill kills the named worker's child: SIGKILL in process mode.
 func (r *Runtime) Kill(name string) error {
 	if r.mem != nil {
-		return r.mem.Kill(name)
+		return memFault(name, r.mem.Kill(name))
 	}
 	pid, err := r.pid(name)
 	if err != nil {
@@ -303,7 +303,7 @@ func (r *Runtime) Kill(name string) error {
 // on: the heartbeat timeout then fires and the child is killed.
 func (r *Runtime) Stall(name string) error {
 	if r.mem != nil {
-		return r.mem.Stall(name)
+		return memFault(name, r.mem.Stall(name))
 	}
 	return r.inject(name, "stall")
 }
@@ -326,9 +326,18 @@ func (r *Runtime) FailNextStart(name string) error {
 // (all-for-one).
 func (r *Runtime) DieMidWrite(name string) error {
 	if r.mem != nil {
-		return r.mem.ExitWithoutGoodbye(name, 0)
+		return memFault(name, r.mem.ExitWithoutGoodbye(name, 0))
 	}
 	return r.inject(name, "nogoodbye 0")
+}
+
+// memFault gives an in-memory fault's error as process mode gives it: a
+// worker with no live child is ErrNotRunning.
+func memFault(name string, err error) error {
+	if errors.Is(err, inmem.ErrNoWorker) {
+		return fmt.Errorf("%w: %q", ErrNotRunning, name)
+	}
+	return err
 }
 
 func (r *Runtime) pid(name string) (int, error) {

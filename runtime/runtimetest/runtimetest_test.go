@@ -216,8 +216,10 @@ func TestFaultsInMemory(t *testing.T) {
 		if st, _, _ := h.Status(); st != runtime.Running {
 			t.Fatalf("retried is %v, want running", st)
 		}
-		if err := rt.Crash("nobody"); !errors.Is(err, runtimetest.ErrNotRunning) && err == nil {
-			t.Fatal("a fault for a worker nobody runs succeeded")
+		for _, fault := range []func(string) error{rt.Crash, rt.Kill, rt.Stall, rt.DieMidWrite, func(n string) error { return rt.Exit(n, 1) }} {
+			if err := fault("nobody"); !errors.Is(err, runtimetest.ErrNotRunning) || !strings.Contains(err.Error(), `"nobody"`) {
+				t.Fatalf("a fault for a worker nobody runs: %v, want ErrNotRunning naming it", err)
+			}
 		}
 	})
 }
