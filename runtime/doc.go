@@ -132,7 +132,9 @@
 //
 // Guaranteed: the new binary first runs in a check mode that reads the
 // state and must accept it; if it does not (another state format, a worker
-// whose code it lacks, another shared-memory layout), the upgrade is
+// whose code it lacks, another shared-memory layout), or if it is not a
+// bgworker host at all (accepting is a line with a nonce the check gives
+// it, not merely exiting 0), the upgrade is
 // refused with [ErrUpgradeRefused] and the host goes on unchanged. If the
 // exec itself fails, the host adopts its own children back and goes on.
 // Every worker keeps its pid, restart history and exits; counters carry

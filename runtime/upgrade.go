@@ -3,13 +3,17 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -118,22 +122,35 @@ func (rt *Runtime) Upgrade(ctx context.Context, path string) error {
 	return rt.reattach(lst, keep, fmt.Errorf("%w: exec %s: %v", ErrUpgradeRefused, path, err))
 }
 
-// checkBinary runs path in check mode on st; it must accept it.
+// checkBinary runs path in check mode on st; it must accept it. Accepting
+// is exiting 0 having printed the acceptance line with the nonce this
+// check gave it: a program that is not a bgworker host (/bin/true, a
+// wrapper that drops the environment, a build from before check mode)
+// cannot say that by accident, and exec'ing it would end every worker.
 func (rt *Runtime) checkBinary(ctx context.Context, path string, st *upgradeState) error {
 	f, err := writeState(st, false)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	var n [16]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		return err
+	}
+	nonce := hex.EncodeToString(n[:])
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, path)
-	cmd.Env = append(withoutEnv(os.Environ(), envUpgrade, bridge.EnvChild), envUpgradeCheck+"=1")
+	cmd.Env = append(withoutEnv(os.Environ(), envUpgrade, bridge.EnvChild), envUpgradeCheck+"="+nonce)
 	cmd.ExtraFiles = []*os.File{f}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%w: %s refused the running state (%v): %s", ErrUpgradeRefused, path, err, bytes.TrimSpace(out.Bytes()))
+		return fmt.Errorf("%w: %s refused the running state (%v): %s", ErrUpgradeRefused, path, err,
+			bytes.TrimSpace(append(stderr.Bytes(), stdout.Bytes()...)))
+	}
+	if !slices.Contains(strings.Split(stdout.String(), "\n"), acceptLine(nonce)) {
+		return fmt.Errorf("%w: %s exited 0 without accepting the running state: not a bgworker host, or one without in-place upgrade", ErrUpgradeRefused, path)
 	}
 	return nil
 }

@@ -39,8 +39,9 @@ const (
 	// envUpgrade names, in the new image's environment, the state's
 	// descriptor.
 	envUpgrade = "BGWORKER_UPGRADE"
-	// envUpgradeCheck makes the binary check a state (on fd 3) and exit:
-	// 0 when it can adopt it, 1 with the reason otherwise.
+	// envUpgradeCheck, set to a nonce, makes the binary check a state (on
+	// fd 3) and exit: 0 having printed acceptLine(nonce) when it can adopt
+	// it, 1 with the reason otherwise.
 	envUpgradeCheck = "BGWORKER_UPGRADE_CHECK"
 )
 
@@ -252,6 +253,10 @@ func checkMode() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Println("bgworker: upgrade state ok")
+	fmt.Println(acceptLine(os.Getenv(envUpgradeCheck)))
 	os.Exit(0)
 }
+
+// acceptLine is what check mode prints when it can adopt the state, with
+// the nonce of the check that asked.
+func acceptLine(nonce string) string { return "bgworker: upgrade state ok " + nonce }

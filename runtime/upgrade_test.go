@@ -393,6 +393,22 @@ func TestInPlaceUpgrade(t *testing.T) {
 			t.Fatalf("after a refused upgrade %s is %v with pid %v, was pid %v", n, r["state"], r["pid"], before[n]["pid"])
 		}
 	}
+	// A program that exits 0 in check mode without being a bgworker host
+	// (here /bin/true) is refused too, before its exec would end every
+	// worker.
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.command(t, "upgrade "+truePath)
+	if l := sub.next(t, "upgrade-failed"); !strings.Contains(l, "without accepting") {
+		t.Fatalf("an upgrade to %s: %s; want it refused as not accepting the state", truePath, l)
+	}
+	for n, r := range sub.upgradeRows(t, addr) {
+		if r["pid"] != before[n]["pid"] || r["state"] != "running" {
+			t.Fatalf("after an upgrade to %s was refused, %s is %v with pid %v, was pid %v", truePath, n, r["state"], r["pid"], before[n]["pid"])
+		}
+	}
 
 	// The exec fails after the check passed (the binary is gone from disk
 	// by then): the host takes its children back, on the same descriptors'
