@@ -809,7 +809,7 @@ func (ps *pmSuite) restartAfterKill(ctx context.Context, n int) (rs []Result, er
 			ID:            id,
 			Name:          fmt.Sprintf("SIGKILL→Running, Fixed(0), %s p50 (n=%d)", what, n),
 			Value:         bridgeMS(p50),
-			Baseline:      fmt.Sprintf("cold p50 (FACTS restart: %.1f ms)", pmProtoactorRestartMS),
+			Baseline:      fmt.Sprintf("cold p50 (protoactor child restart on an older machine: %.1f ms)", pmProtoactorRestartMS),
 			BaselineValue: bridgeMS(c50),
 			Unit:          "ms",
 			Target:        []Cond{RatioAtMost(1.2)},

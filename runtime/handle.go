@@ -156,7 +156,8 @@ func (h *Handle) Name() string { return h.name }
 // child process (see Runtime.PID).
 //
 // Unlike Runtime.PID, it reaches only this handle's worker: once another
-// worker has taken the name, messages to it are dead letters.
+// worker has taken the name, a request through it fails with
+// ErrStaleHandle and a Tell is counted as undeliverable.
 func (h *Handle) PID() *actor.PID {
 	return actor.NewPID(workerAddress, h.name+"#"+strconv.FormatUint(h.gen, 10))
 }

@@ -385,7 +385,9 @@ func (rt *Runtime) await(ctx context.Context, reply chan error) error {
 
 // Advance enters phase p, and every phase before it not yet entered,
 // starting the workers that wait for them. Advancing to the current phase
-// is a no-op; to an earlier one, ErrPhase.
+// is a no-op; to an earlier one, ErrPhase, except in the new image of an
+// in-place upgrade, whose main walks the phases again: there a phase
+// already entered is a no-op.
 func (rt *Runtime) Advance(ctx context.Context, p phases.Phase) error {
 	if err := rt.check(); err != nil {
 		return err

@@ -188,8 +188,8 @@ type pageExit struct {
 }
 
 // pageRow is a worker's row as the page shows it. It is decoded from the
-// row's JSON (the same as GET /workers), so keys that WorkerInfo gains
-// later, such as activity, show up here without a change.
+// row's JSON (the same as GET /workers), so that the page shows exactly
+// what /workers serves.
 type pageRow struct {
 	Name       string     `json:"name"`
 	Type       string     `json:"type"`

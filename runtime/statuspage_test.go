@@ -98,8 +98,8 @@ func (h *harness) getPage(url string) (contentType string, code int, body []byte
 	return resp.Header.Get("Content-Type"), resp.StatusCode, []byte(sb.String())
 }
 
-// The page's rows come from the rows' JSON, so keys WorkerInfo does not
-// have yet (activity) are shown when present, and nothing when absent.
+// The page's rows come from the rows' JSON: an activity is shown, with its
+// age, when a row has one, and nothing when it has none.
 func TestStatusPageActivity(t *testing.T) {
 	at := time.Now().Add(-3 * time.Second)
 	rows, err := pageRows([]WorkerInfo{{Name: "w", State: Running}})
