@@ -256,10 +256,19 @@ func TestNoSignalAfterReap(t *testing.T) {
 
 // A worker's descendant that escaped its process group (setsid) and holds
 // the output pipe open neither keeps the pipe's reader alive after the
-// worker is reaped nor holds up a fast shutdown.
+// worker is reaped nor holds up a fast shutdown: with a cgroup leaf the
+// escaped process is killed with it; without one (NoCgroups, or a host
+// where cgroups are unusable) it lives on, and the reader lets go of the
+// pipe anyway.
 func TestEscapedGrandchildHoldsNoPipe(t *testing.T) {
-	h := newHarness(t, Config{})
+	t.Run("cgroups", func(t *testing.T) { testEscapedGrandchildHoldsNoPipe(t, Config{}) })
+	t.Run("process groups", func(t *testing.T) { testEscapedGrandchildHoldsNoPipe(t, Config{NoCgroups: true}) })
+}
+
+func testEscapedGrandchildHoldsNoPipe(t *testing.T, cfg Config) {
+	h := newHarness(t, cfg)
 	hd, pid := h.startFault("esc", "escape_exit1", func(s *actors.Spec) { s.Restart = actors.NeverRestart })
+	cgrouped := h.rt.cg.mgr != nil
 	ex, err := hd.WaitStopped(ctx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -275,6 +284,9 @@ func TestEscapedGrandchildHoldsNoPipe(t *testing.T) {
 	}
 	// Whatever the runtime does about the escaped process, the test ends it.
 	defer syscall.Kill(esc, syscall.SIGKILL)
+	if st := procState(esc); (st != "" && st != "Z") == cgrouped {
+		t.Fatalf("escaped pid %d in state %q with cgroup leaves %v: a leaf's kill ends it, and only a leaf's", esc, st, cgrouped)
+	}
 	output := "output of child pid " + itoa(pid)
 	h.eventually("the output reader of the reaped worker to end", func() bool {
 		return !slices.Contains(h.rt.wg.Held(), output)
