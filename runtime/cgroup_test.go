@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -49,6 +50,25 @@ func init() {
 			return err
 		}
 		<-ctx.Done()
+		return nil
+	}})
+	// escape_flood: starts a process in a new session that floods the
+	// worker's stderr (yes), writes its pid to the file named in Arg, and
+	// ignores SIGTERM, busy, until it is killed.
+	actors.MustDefine(actors.Spec{Name: "escape_flood", Run: func(ctx context.Context, w actors.Worker) error {
+		signal.Ignore(syscall.SIGTERM)
+		cmd := exec.Command("yes", "flood from an escaped grandchild")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		if err := os.WriteFile(string(w.Arg()), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+			return err
+		}
+		busy := time.NewTicker(time.Millisecond)
+		for range busy.C {
+		}
 		return nil
 	}})
 	// hog: allocates and touches memory until it is killed.

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -295,6 +298,52 @@ func testEscapedGrandchildHoldsNoPipe(t *testing.T, cfg Config) {
 	defer cancel()
 	if err := h.rt.Shutdown(sctx, phases.Fast); err != nil {
 		t.Fatalf("Shutdown with an escaped grandchild alive: %v", err)
+	}
+}
+
+// A worker that ignores SIGTERM while a grandchild in a session of its own
+// floods its stderr: the host stays responsive, the worker is killed at the
+// end of its grace period, and a fast shutdown finishes within its context.
+// With cgroup leaves the flooding grandchild dies with the worker's leaf;
+// without (process groups) it outlives the group kill, and the pipe it
+// floods is let go of anyway (the closed read end then ends it).
+func TestIgnoredSigtermWithFloodingGrandchild(t *testing.T) {
+	t.Run("cgroups", func(t *testing.T) { testIgnoredSigtermWithFloodingGrandchild(t, Config{}) })
+	t.Run("process groups", func(t *testing.T) { testIgnoredSigtermWithFloodingGrandchild(t, Config{NoCgroups: true}) })
+}
+
+func testIgnoredSigtermWithFloodingGrandchild(t *testing.T, cfg Config) {
+	// The flood is logged line by line: not into the test's log.
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := newHarness(t, cfg)
+	cgrouped := h.rt.cg.mgr != nil
+	pidfile := filepath.Join(t.TempDir(), "flooder.pid")
+	sp := actors.Spec{Name: "flood", Type: "escape_flood", Arg: []byte(pidfile), StartAt: phases.PostmasterStart,
+		Restart: actors.NeverRestart, StopTimeout: 300 * time.Millisecond}
+	if _, err := h.rt.StartWorker(ctx(t), sp); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("flood", Running)
+	flooder := readPidFile(t, pidfile)
+	t.Cleanup(func() { killTagged(flooder) })
+	// The host answers while the flood runs.
+	for range 20 {
+		if _, err := h.rt.WorkersContext(ctx(t)); err != nil {
+			t.Fatalf("the postmaster during the flood: %v", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second*timeoutMult())
+	defer cancel()
+	if err := h.rt.Shutdown(sctx, phases.Fast); err != nil {
+		t.Fatalf("fast shutdown with an ignored SIGTERM and a flooding grandchild: %v", err)
+	}
+	if ex := h.expectExit("flood"); ex.Reason != ReasonKilled {
+		t.Fatalf("exit %+v, want %s (SIGTERM ignored, killed after its grace period)", ex, ReasonKilled)
+	}
+	// Without a leaf the grandchild outlives the group kill until the
+	// closed pipe's SIGPIPE ends it; with one it died with the leaf.
+	if st := procState(flooder); cgrouped && st != "" && st != "Z" {
+		t.Fatalf("flooding grandchild %d in state %q after its leaf was killed", flooder, st)
 	}
 }
 
