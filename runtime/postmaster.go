@@ -67,6 +67,7 @@ func newPostmaster(rt *Runtime, specs []actors.Spec, codes []string, clock launc
 	pm.obs = observer{rt: rt, m: rt.metrics, clock: clock}
 	pm.pool.target = rt.cfg.WarmPool
 	pm.group.holders = map[uint64]int{}
+	pm.group.keepRetired = RetiredSegmentsMapped
 	pm.group.backoff = actors.NewBackoff(actors.Fixed(0), rt.cfg.GroupResetIntensity)
 	for i, sp := range specs {
 		pm.add(sp, codes[i], false)

@@ -316,14 +316,32 @@ func TestResetsRetireOldSegments(t *testing.T) {
 		if fds != fds0 || maps != maps0 {
 			t.Fatalf("after reset %d: %d memfd descriptors and %d mappings, want %d and %d", i, fds, maps, fds0, maps0)
 		}
+		if i == 1 {
+			// Within its mapped lifetime an old generation is safe to touch.
+			h.eventually("generation 1 retired", old.Retired)
+			if _, err := old.Region("counters"); !errors.Is(err, shmactor.ErrRetired) {
+				t.Fatalf("Region of a retired generation = %v, want ErrRetired", err)
+			}
+			if v := shmactor.Uint64At(oldMem, offMagic).Load(); v != 0 {
+				t.Fatalf("an old slice of a retired generation reads %#x, want 0", v)
+			}
+		}
 	}
-	if !old.Retired() {
-		t.Fatal("generation 1 was not retired")
-	}
-	if _, err := old.Region("counters"); !errors.Is(err, shmactor.ErrRetired) {
-		t.Fatalf("Region of a retired generation = %v, want ErrRetired", err)
-	}
-	if v := shmactor.Uint64At(oldMem, offMagic).Load(); v != 0 {
-		t.Fatalf("an old slice of a retired generation reads %#x, want 0", v)
+	// The retired generations still mapped (private zeros) are the last
+	// RetiredSegmentsMapped; the older ones are unmapped, so that resets
+	// do not use up the process's mappings.
+	gens := make(chan []uint64, 1)
+	h.rt.tell(msgFunc{fn: func(pm *postmaster) {
+		var g []uint64
+		for _, seg := range pm.group.old {
+			if seg.Retired() {
+				g = append(g, seg.Generation())
+			}
+		}
+		gens <- g
+	}})
+	mapped := <-gens
+	if len(mapped) != RetiredSegmentsMapped || mapped[0] != 21-RetiredSegmentsMapped {
+		t.Fatalf("retired generations still mapped after 20 resets: %v, want the last %d (from %d)", mapped, RetiredSegmentsMapped, 21-RetiredSegmentsMapped)
 	}
 }

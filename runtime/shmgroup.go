@@ -36,7 +36,11 @@ type shmGroup struct {
 	seg     *shmactor.Segment   // the current generation; nil before ConsistentState
 	gen     uint64              // its generation
 	holders map[uint64]int      // generation → children given it and not yet exited
-	old     []*shmactor.Segment // replaced generations: retired once unheld, unmapped at shutdown
+	old     []*shmactor.Segment // replaced generations, oldest first: retired once unheld, unmapped past keepRetired
+	// keepRetired is how many retired generations stay mapped (as private
+	// zeros) for host code that still holds them; an older one is
+	// unmapped, so that resets do not pile mappings up.
+	keepRetired int
 
 	resetting  bool            // a reset waits for its members to be reaped
 	awaitUp    bool            // a reset waits for its members to run again
@@ -89,7 +93,10 @@ func collectRegions(static []actors.Spec) (regions []shmactor.Region, any bool, 
 // then. The old generation is retired as soon as the last child that held
 // it is reaped (shmactor.Segment.Retire): its memory is given back, and
 // whatever host code still holds of it stays safe to touch (it reads
-// zeros, never faults) while its Region fails with shmactor.ErrRetired.
+// zeros, never faults) while its Region fails with shmactor.ErrRetired,
+// for the next RetiredSegmentsMapped retirements. After those it is
+// unmapped, and touching it then faults: host code must not keep a
+// segment, or slices of it, past the SegmentEvent that replaces it.
 func (rt *Runtime) Segment() *shmactor.Segment { return rt.pm.group.cur.Load() }
 
 func (pm *postmaster) buildSegment(reset bool) error {
@@ -111,9 +118,17 @@ func (pm *postmaster) buildSegment(reset bool) error {
 	return nil
 }
 
+// RetiredSegmentsMapped is how many retired shared-memory generations the
+// host keeps mapped (as private zeros, costing no memory) for host code
+// that still holds one; the oldest beyond them is unmapped. Each mapping
+// is one entry of the process's map count (vm.max_map_count), which
+// resets must not use up.
+const RetiredSegmentsMapped = 16
+
 // maybeRetire retires an old generation once no child holds it: its memfd
-// is closed and its memory freed, so resets do not pile segments up. The
-// mapping itself (private zeros by then) is unmapped at Shutdown.
+// is closed and its memory freed, so resets do not pile segments up. Its
+// mapping (private zeros by then) stays for host code that still holds it,
+// until RetiredSegmentsMapped later generations are retired too.
 func (pm *postmaster) maybeRetire(gen uint64) {
 	g := &pm.group
 	if gen == g.gen || g.holders[gen] > 0 {
@@ -128,6 +143,25 @@ func (pm *postmaster) maybeRetire(gen uint64) {
 			pm.rt.log.Info("runtime: shared memory generation retired", "generation", gen)
 		}
 	}
+	retired := 0
+	for _, seg := range g.old {
+		if seg.Retired() {
+			retired++
+		}
+	}
+	keep := g.old[:0]
+	for _, seg := range g.old {
+		if seg.Retired() && retired > g.keepRetired {
+			retired--
+			if err := seg.Close(); err != nil {
+				pm.rt.log.Warn("runtime: could not unmap a retired shared-memory generation", "generation", seg.Generation(), "err", err)
+			}
+			continue
+		}
+		keep = append(keep, seg)
+	}
+	clear(g.old[len(keep):])
+	g.old = keep
 }
 
 // segmentFile returns a duplicate of the current segment's memfd for one
