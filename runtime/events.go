@@ -29,7 +29,10 @@ type WorkerEvent struct {
 type PhaseEvent struct {
 	Phase phases.Phase
 	Reset bool // re-entered by an all-for-one reset
-	At    time.Time
+	// Adopted: published once by the new image of an in-place upgrade for
+	// the phase it took over; nothing was entered again.
+	Adopted bool
+	At      time.Time
 }
 
 // ShutdownEvent is published when a shutdown begins or gets harder, and
@@ -47,7 +50,10 @@ type SegmentEvent struct {
 	Generation uint64
 	Size       int
 	Reset      bool
-	At         time.Time
+	// Adopted: published once by the new image of an in-place upgrade for
+	// the segment it took over; nothing was built.
+	Adopted bool
+	At      time.Time
 }
 
 // GroupResetEvent is published when an all-for-one reset begins (Cause is

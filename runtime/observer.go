@@ -109,6 +109,29 @@ func (o *observer) phaseEntered(pm *postmaster, p phases.Phase, reset bool) {
 	o.rt.publish(PhaseEvent{Phase: p, Reset: reset, At: pm.clock.Now()})
 }
 
+// adopted records what the new image of an in-place upgrade took over:
+// the phase, the segment (nil without one), every slot's state, the
+// carried counters and status, and the upgrade itself; the phase and the
+// segment are published once, as adopted, for subscribers that start with
+// this image.
+func (o *observer) adopted(pm *postmaster, st *upgradeState, seg *shmactor.Segment) {
+	o.m.restore(st.Counters)
+	o.rt.status.resets.Store(uint64(counterValue(o.m.resets)))
+	o.rt.status.groupFailed.Store(st.Group.Failed)
+	o.m.phase.Set(float64(st.Phase))
+	for _, s := range pm.slots {
+		o.m.transition(s.label(), 0, s.state, false, 0)
+		o.m.known(s.label())
+	}
+	o.m.upgrades.Inc()
+	now := pm.clock.Now()
+	o.rt.publish(PhaseEvent{Phase: st.Phase, Adopted: true, At: now})
+	if seg != nil {
+		o.m.segment(seg.Generation(), seg.Size())
+		o.rt.publish(SegmentEvent{Generation: seg.Generation(), Size: seg.Size(), Adopted: true, At: now})
+	}
+}
+
 func (o *observer) segmentBuilt(seg *shmactor.Segment, reset bool) {
 	o.m.segment(seg.Generation(), seg.Size())
 	o.rt.log.Info("runtime: shared memory segment built", "generation", seg.Generation(), "bytes", seg.Size(), "reset", reset)

@@ -224,10 +224,11 @@ type (
 		Cold        bool        `json:"cold,omitempty"`
 	}
 	phaseEventJSON struct {
-		Type  string       `json:"type"` // "phase"
-		At    time.Time    `json:"at"`
-		Phase phases.Phase `json:"phase"`
-		Reset bool         `json:"reset"`
+		Type    string       `json:"type"` // "phase"
+		At      time.Time    `json:"at"`
+		Phase   phases.Phase `json:"phase"`
+		Reset   bool         `json:"reset"`
+		Adopted bool         `json:"adopted,omitempty"`
 	}
 	shutdownEventJSON struct {
 		Type string    `json:"type"` // "shutdown"
@@ -241,6 +242,7 @@ type (
 		Generation uint64    `json:"generation"`
 		Bytes      int       `json:"bytes"`
 		Reset      bool      `json:"reset"`
+		Adopted    bool      `json:"adopted,omitempty"`
 	}
 	groupResetEventJSON struct {
 		Type       string    `json:"type"` // "group_reset"
@@ -262,11 +264,11 @@ func eventJSON(e Event) any {
 		return workerEventJSON{Type: "worker", At: e.At, Worker: e.Name, WorkerType: e.Type, Incarnation: e.Incarnation,
 			From: e.From, To: e.To, PID: e.PID, Exit: e.Exit, Backoff: int64(e.Backoff), Cold: e.Cold}
 	case PhaseEvent:
-		return phaseEventJSON{Type: "phase", At: e.At, Phase: e.Phase, Reset: e.Reset}
+		return phaseEventJSON{Type: "phase", At: e.At, Phase: e.Phase, Reset: e.Reset, Adopted: e.Adopted}
 	case ShutdownEvent:
 		return shutdownEventJSON{Type: "shutdown", At: e.At, Mode: e.Mode.String(), Done: e.Done}
 	case SegmentEvent:
-		return segmentEventJSON{Type: "segment", At: e.At, Generation: e.Generation, Bytes: e.Size, Reset: e.Reset}
+		return segmentEventJSON{Type: "segment", At: e.At, Generation: e.Generation, Bytes: e.Size, Reset: e.Reset, Adopted: e.Adopted}
 	case GroupResetEvent:
 		return groupResetEventJSON{Type: "group_reset", At: e.At, Cause: e.Cause, Generation: e.Generation, Failed: e.Failed}
 	}

@@ -108,7 +108,6 @@ func (pm *postmaster) adopt(m msgAdopt) {
 	}
 	pm.phase = st.Phase
 	rt.phase.Store(uint32(st.Phase))
-	pm.obs.m.phase.Set(float64(st.Phase))
 	pm.nextGen, pm.nextChild = st.NextGen, st.NextChild
 	seg, err := adoptSegment(st.Group)
 	if err != nil {
@@ -120,9 +119,7 @@ func (pm *postmaster) adopt(m msgAdopt) {
 	g.backoff = actors.RestoreBackoff(actors.Fixed(0), rt.cfg.GroupResetIntensity, st.Group.Backoff)
 	if seg != nil {
 		g.cur.Store(seg)
-		pm.obs.m.segment(seg.Generation(), seg.Size())
 	}
-	rt.metrics.restore(st.Counters)
 	now := pm.clock.Now()
 	var lost []*slot
 	for _, ss := range st.Slots {
@@ -136,8 +133,6 @@ func (pm *postmaster) adopt(m msgAdopt) {
 			startedAt: ss.StartedAt, restarts: ss.Restarts, exits: ss.Exits, activity: ss.Activity, actAt: ss.ActAt}
 		pm.slots = append(pm.slots, s)
 		pm.byName[sp.Name] = s
-		pm.obs.m.transition(s.label(), 0, s.state, false, 0)
-		pm.obs.m.known(s.label())
 		if ss.Child != 0 {
 			c, ok := kids[ss.Child]
 			if !ok {
@@ -164,6 +159,7 @@ func (pm *postmaster) adopt(m msgAdopt) {
 		}
 		pm.publishRow(s)
 	}
+	pm.obs.adopted(pm, st, seg)
 	for i, sp := range rt.static {
 		if _, ok := pm.byName[sp.Name]; !ok {
 			pm.add(sp, rt.staticCodes[i], false)
@@ -181,7 +177,6 @@ func (pm *postmaster) adopt(m msgAdopt) {
 		rt.log.Warn("runtime: a worker's child was gone after the upgrade", "worker", s.spec.Name)
 		pm.afterExit(s, Exit{Reason: ReasonLost, Code: -1, At: now, Crash: true})
 	}
-	rt.metrics.upgrades.Inc()
 	rt.log.Info("runtime: upgraded in place", "from", st.Build, "to", rt.cfg.Version, "workers", len(m.kids), "phase", pm.phase.String())
 	pm.obs.table(pm)
 	pm.scheduleTick() // the pool, of this binary's children, and any pending starts

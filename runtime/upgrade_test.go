@@ -4,15 +4,18 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,6 +145,18 @@ func pmtUpgradeRole() int {
 		return 1
 	}
 	ctx := context.Background()
+	rt.Subscribe(func(e Event) {
+		switch e := e.(type) {
+		case PhaseEvent:
+			if e.Adopted {
+				say("adopted-phase %s", e.Phase)
+			}
+		case SegmentEvent:
+			if e.Adopted {
+				say("adopted-segment %d", e.Generation)
+			}
+		}
+	})
 	if err := rt.Start(ctx); err != nil {
 		say("error %v", err)
 		return 1
@@ -227,6 +242,17 @@ func buildTestBinary(t *testing.T, dir, name, ldflags string) string {
 }
 
 // upgradeState is what the test reads of the role's workers.
+// upgradeStatus returns GET /status of the role's host.
+func (s *pmtSub) upgradeStatus(t *testing.T, addr string) map[string]any {
+	t.Helper()
+	_, body := httpDo(t, "GET", "http://"+addr+"/status")
+	var st map[string]any
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatalf("GET /status: %v: %s", err, body)
+	}
+	return st
+}
+
 func (s *pmtSub) upgradeRows(t *testing.T, addr string) map[string]map[string]any {
 	t.Helper()
 	rows := map[string]map[string]any{}
@@ -377,7 +403,36 @@ func TestInPlaceUpgrade(t *testing.T) {
 		t.Fatalf("first image reports %q, want v1", ver)
 	}
 	host := sub.cmd.Process.Pid
+	// A restart before the upgrade, so that the restart counters have
+	// something to carry.
+	va := sub.upgradeRows(t, addr)["v-a"]
+	syscall.Kill(int(va["pid"].(float64)), syscall.SIGKILL)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(30 * time.Second * timeoutMult()); ; <-tick.C {
+		if r := sub.upgradeRows(t, addr)["v-a"]; r["state"] == "running" && r["restarts"] == float64(1) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("v-a never ran again after its SIGKILL: %v", sub.upgradeRows(t, addr)["v-a"])
+		}
+	}
 	before := sub.upgradeRows(t, addr)
+	workerSeries := func() map[string]string {
+		_, body := httpDo(t, "GET", "http://"+addr+"/metrics")
+		m := map[string]string{}
+		for _, l := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(l, "bgworker_worker_") && strings.Contains(l, `worker="versioned"`) && !strings.Contains(l, "_seconds") {
+				k, v, _ := strings.Cut(l, " ")
+				m[k] = v
+			}
+		}
+		return m
+	}
+	series0 := workerSeries()
+	if series0[`bgworker_worker_restarts_total{worker="versioned"}`] != "1" {
+		t.Fatalf("before the upgrade: %v; want one restart of the versioned workers", series0)
+	}
 	_, c0 := sub.counters(t)
 	sub.waitFlow(t, c0, 20)
 	sub.poolFull(t, addr)
@@ -438,7 +493,16 @@ func TestInPlaceUpgrade(t *testing.T) {
 
 	// Upgrade.
 	_, c1 := sub.counters(t)
+	gen0 := sub.upgradeStatus(t, addr)["segment"].(map[string]any)["generation"]
 	sub.command(t, "upgrade "+v2)
+	// The new image publishes what it took over, once, for subscribers
+	// that start with it.
+	if l := sub.next(t, "adopted-phase"); l != "adopted-phase recovery_finished" {
+		t.Fatalf("the new image's first phase event: %q, want the adopted recovery_finished", l)
+	}
+	if l := sub.next(t, "adopted-segment"); l != fmt.Sprintf("adopted-segment %v", gen0) {
+		t.Fatalf("the new image's first segment event: %q, want the adopted generation %v", l, gen0)
+	}
 	fmt.Sscanf(sub.next(t, "ready"), "ready %s %s", &ver, &addr)
 	if ver != "v2" {
 		t.Fatalf("the new image reports %q, want v2", ver)
@@ -459,6 +523,9 @@ func TestInPlaceUpgrade(t *testing.T) {
 	}
 	if v := sub.versions(t); v["v-a"] != "v1" || v["v-b"] != "v1" {
 		t.Fatalf("before Roll the workers run %v, want the old code (v1)", v)
+	}
+	if series := workerSeries(); !maps.Equal(series, series0) {
+		t.Errorf("the versioned workers' counters after the upgrade:\n%v\nbefore:\n%v", series, series0)
 	}
 	_, metrics := httpDo(t, "GET", "http://"+addr+"/metrics")
 	for _, want := range []string{"bgworker_upgrades_total 1", `bgworker_build_info{version="v2"} 1`} {

@@ -137,11 +137,17 @@ func (b *board) note(e runtime.Event) {
 		}
 	case runtime.PhaseEvent:
 		l = eventLine{at: e.At, text: "phase " + e.Phase.String()}
-		if e.Reset {
+		switch {
+		case e.Reset:
 			l.text += " re-entered after the reset"
+		case e.Adopted:
+			l.text += ", taken over from the previous image"
 		}
 	case runtime.SegmentEvent:
 		l = eventLine{at: e.At, text: fmt.Sprintf("shared memory generation %d built", e.Generation)}
+		if e.Adopted {
+			l.text = fmt.Sprintf("shared memory generation %d taken over from the previous image", e.Generation)
+		}
 	case runtime.GroupResetEvent:
 		l = eventLine{at: e.At, text: "all-for-one reset: " + e.Cause + " crashed", bad: true}
 		if e.Failed {
