@@ -70,6 +70,18 @@ func init() {
 			}
 		}
 	}})
+	// ready_after_reload: a NotifyReady worker whose setup waits for a
+	// reload before it is ready.
+	actors.MustDefine(actors.Spec{Name: "ready_after_reload", NotifyReady: true, Run: func(ctx context.Context, w actors.Worker) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.Reload():
+		}
+		w.Ready()
+		<-ctx.Done()
+		return nil
+	}})
 	// actor_reloader: an actor that counts the *actors.Reload it receives.
 	actors.MustDefine(actors.Spec{Name: "actor_reloader", Props: func(w actors.Worker) *actor.Props {
 		n := 0
@@ -198,6 +210,24 @@ func TestReload(t *testing.T) {
 	if wi := h.info("loop"); wi.PID != loopPID || wi.Restarts != 0 {
 		t.Fatalf("after SIGHUP to the worker: pid %d, %d restarts; want %d, 0", wi.PID, wi.Restarts, loopPID)
 	}
+}
+
+// A reload reaches a worker that is still starting (NotifyReady, in its
+// setup) too: it must not miss a change it would have read after it.
+func TestReloadReachesStartingWorker(t *testing.T) {
+	h := newHarness(t, Config{})
+	if _, err := h.rt.StartWorker(ctx(t), actors.Spec{Name: "setup", Type: "ready_after_reload", StartAt: phases.PostmasterStart,
+		StartTimeout: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("setup starting in its child", func() bool {
+		wi := h.info("setup")
+		return wi.State == Starting && wi.PID != 0
+	})
+	if n, err := h.rt.Reload(ctx(t)); err != nil || n != 1 {
+		t.Fatalf("Reload = %d, %v; want the starting worker told", n, err)
+	}
+	h.waitState("setup", Running)
 }
 
 // comm reads a thread's or process's name.

@@ -292,11 +292,14 @@ func (pm *postmaster) stop(name string, gen uint64) error {
 	return nil
 }
 
-// reload tells every running worker to reload its configuration.
+// reload tells every running worker to reload its configuration, and
+// every starting one that has its child: a worker still in its setup
+// (NotifyReady) must not miss a reload it would have read after it. The
+// notice follows the assignment on the same stream.
 func (pm *postmaster) reload() int {
 	n := 0
 	for _, s := range pm.slots {
-		if s.state == Running && s.kid != nil {
+		if (s.state == Running || s.state == Starting) && s.kid != nil {
 			if err := s.kid.c.Reload(); err == nil {
 				n++
 			}

@@ -170,6 +170,7 @@ type proc struct {
 	mu       sync.Mutex
 	reaped   bool
 	welcomed bool
+	reload   bool           // a reload asked before the welcome: sent after the assignment
 	assign   *bridge.Assign // an Assign that came before the handshake ended
 	segment  *os.File
 	name     string // the worker it runs; "" while idle
@@ -306,18 +307,38 @@ func (p *proc) Kill() {
 }
 
 // Terminate sends the terminate notice and SIGTERM, through os.Process (a
-// pidfd), never a raw pid.
+// pidfd), never a raw pid. A child still in its handshake runs no worker
+// yet and would take the notice for a protocol violation: it gets the
+// signal only.
 func (p *proc) Terminate(deadline time.Time) {
 	var d int64
 	if !deadline.IsZero() {
 		d = deadline.UnixNano()
 	}
-	_ = p.conn.Send(func(b []byte) []byte { return bridge.AppendTerminate(b, d) })
+	p.mu.Lock()
+	welcomed := p.welcomed
+	p.mu.Unlock()
+	if welcomed {
+		_ = p.conn.Send(func(b []byte) []byte { return bridge.AppendTerminate(b, d) })
+	}
 	_ = p.process.Signal(syscall.SIGTERM)
 }
 
-// Reload sends the reload notice.
+// Reload sends the reload notice; to a child still in its handshake, right
+// after its welcome and assignment (before those, the child would take it
+// for a protocol violation).
 func (p *proc) Reload() error {
+	p.mu.Lock()
+	if !p.welcomed {
+		p.reload = true
+		p.mu.Unlock()
+		return nil
+	}
+	p.mu.Unlock()
+	return p.sendReload()
+}
+
+func (p *proc) sendReload() error {
 	return p.conn.Send(func(b []byte) []byte { return bridge.AppendEmpty(b, bridge.KindReload) })
 }
 
@@ -448,11 +469,16 @@ func (p *proc) hello(body []byte) error {
 	}
 	p.mu.Lock()
 	p.welcomed = true
-	a, seg := p.assign, p.segment
-	p.assign, p.segment = nil, nil
+	a, seg, reload := p.assign, p.segment, p.reload
+	p.assign, p.segment, p.reload = nil, nil, false
 	p.mu.Unlock()
 	if a != nil {
-		return p.sendAssign(*a, seg)
+		if err := p.sendAssign(*a, seg); err != nil {
+			return err
+		}
+	}
+	if reload && a != nil {
+		return p.sendReload()
 	}
 	return nil
 }
