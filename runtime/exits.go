@@ -84,7 +84,7 @@ func (pm *postmaster) afterExit(s *slot, ex Exit) {
 		pm.rt.log.Info("runtime: worker not restarted", "worker", s.spec.Name, "why", d.why)
 	}
 	if d.escalate != "" {
-		pm.escalate(s, d.escalate)
+		pm.escalate(s, d.escalate, &ex)
 	}
 	if sit.shm {
 		pm.maybeFinishReset()

@@ -309,12 +309,14 @@ func (pm *postmaster) reload() int {
 	return n
 }
 
-// escalate shuts the runtime down when a critical worker is lost for good.
-func (pm *postmaster) escalate(s *slot, why string) {
+// escalate shuts the runtime down when a critical worker is lost for good;
+// ex is the exit that lost it (nil when it was not running), carried by
+// the runtime's Err as an *ExitError.
+func (pm *postmaster) escalate(s *slot, why string, ex *Exit) {
 	if !s.spec.Critical {
 		return
 	}
-	err := fmt.Errorf("%w: %q: %s", ErrCriticalWorker, s.spec.Name, why)
+	err := exitError(fmt.Errorf("%w: %q: %s", ErrCriticalWorker, s.spec.Name, why), ex)
 	pm.rt.log.Error("runtime: critical worker lost; shutting down", "worker", s.spec.Name, "err", err)
 	pm.beginShutdown(phases.Fast, err)
 }

@@ -527,7 +527,9 @@ func (rt *Runtime) childEnv() []string {
 // Err says why, and Shutdown must still be called to release the rest).
 func (rt *Runtime) Done() <-chan struct{} { return rt.stopped }
 
-// Err returns why the runtime shut itself down, or nil.
+// Err returns why the runtime shut itself down, or nil. For a critical
+// worker lost for good it wraps ErrCriticalWorker, and errors.As gives the
+// exit that lost it as an *ExitError (reason, code, signal, output tail).
 func (rt *Runtime) Err() error {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()

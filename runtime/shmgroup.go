@@ -291,6 +291,6 @@ func (pm *postmaster) failGroup(cause *slot, err error) {
 		s.queued = false
 		s.nextStart = time.Time{}
 		pm.transition(s, Failed, WorkerEvent{})
-		pm.escalate(s, "shared-memory group failed")
+		pm.escalate(s, "shared-memory group failed", nil)
 	}
 }

@@ -294,8 +294,9 @@ func TestVirtualCriticalEscalates(t *testing.T) {
 		})
 		v.dyn("other", "vt_run", "", func(s *actors.Spec) { s.StopTimeout = time.Second })
 		<-v.rt.Done()
-		if !errors.Is(v.rt.Err(), ErrCriticalWorker) {
-			t.Fatalf("Err = %v, want ErrCriticalWorker", v.rt.Err())
+		var exErr *ExitError
+		if !errors.Is(v.rt.Err(), ErrCriticalWorker) || !errors.As(v.rt.Err(), &exErr) || exErr.Exit.Reason != ReasonExit2 {
+			t.Fatalf("Err = %v, want ErrCriticalWorker carrying the last exit (exit2) as an *ExitError", v.rt.Err())
 		}
 		if got := v.since(); got != 200*time.Millisecond {
 			t.Fatalf("shut down at %v, want at the third crash, 200ms", got)
