@@ -148,12 +148,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rt, err := runtime.New(runtime.Config{Workers: workers(o.crash, o.shmCrash), HTTPAddr: o.http, Logger: log, Version: version})
 	if err != nil {
 		log.Error("bgwdemo: new runtime", "err", err)
+		v.finish(nil)
 		return 1
 	}
 	cl, err := newCluster(o.cluster, rt, log)
 	if err != nil {
 		log.Error("bgwdemo: cluster", "err", err)
 		_ = rt.Shutdown(context.Background(), phases.Fast)
+		v.finish(nil)
 		return 1
 	}
 	// The store must be exposed before the connected worker can start.
@@ -161,6 +163,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := rt.Expose(spi.StoreName, store); err != nil {
 		log.Error("bgwdemo: expose the store", "err", err)
 		_ = rt.Shutdown(context.Background(), phases.Fast)
+		v.finish(nil)
 		return 1
 	}
 

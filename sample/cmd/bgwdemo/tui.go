@@ -55,7 +55,7 @@ func newView(stdout io.Writer, b *board, verbose bool) (view, error) {
 	if err != nil {
 		return nil, fmt.Errorf("log file: %w", err)
 	}
-	v := &liveView{b: b, tty: f, logFile: lf, verbose: verbose, tail: &lineRing{max: 200},
+	v := &liveView{b: b, tty: f, logFile: lf, verbose: verbose, tail: &lineRing{max: 200}, errs: &lineRing{max: 8},
 		profile: termenv.NewOutput(f).EnvColorProfile()}
 	fmt.Fprintf(f, "logs: %s\n", lf.Name())
 	return v, nil
@@ -94,6 +94,7 @@ type liveView struct {
 	logFile *os.File
 	verbose bool
 	tail    *lineRing // the last log lines, shown with -v
+	errs    *lineRing // the last error lines: printed at the end, on the terminal
 
 	mu  sync.Mutex
 	url string
@@ -104,10 +105,25 @@ type liveView struct {
 const eventWindow = 10 * time.Second
 
 func (v *liveView) logs(io.Writer) io.Writer {
+	errs := errorLines{v.errs}
 	if v.verbose {
-		return io.MultiWriter(v.logFile, v.tail)
+		return io.MultiWriter(v.logFile, v.tail, errs)
 	}
-	return v.logFile
+	return io.MultiWriter(v.logFile, errs)
+}
+
+// errorLines keeps the error records of the demo's text log, so that the
+// reason the demo failed (a port in use, say) is on the terminal at the
+// end and not only in the log file.
+type errorLines struct{ r *lineRing }
+
+func (e errorLines) Write(p []byte) (int, error) {
+	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if strings.Contains(l, " level=ERROR ") {
+			e.r.Write([]byte(l))
+		}
+	}
+	return len(p), nil
 }
 
 func (v *liveView) announce(addr string) {
@@ -163,6 +179,9 @@ func (v *liveView) finish(final []runtime.WorkerInfo) {
 	}
 	v.mu.Unlock()
 	v.b.printFinal(final)
+	for _, l := range v.errs.lines() {
+		fmt.Fprintln(v.tty, l)
+	}
 	fmt.Fprintf(v.tty, "logs: %s\n", v.logFile.Name())
 	v.logFile.Close()
 }

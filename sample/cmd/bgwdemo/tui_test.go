@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -317,6 +318,42 @@ func TestFrameFits(t *testing.T) {
 					t.Errorf("80x10: want a left-out note and the footer at the bottom:\n%s", strings.Join(lines, "\n"))
 				}
 			}
+		}
+	}
+}
+
+// On a terminal the demo's log goes to a file; a failure that ends it is
+// still shown on the screen: with its HTTP port taken, the demo says why
+// it could not start.
+func TestLiveViewShowsWhyItFailed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the demo and runs it under tmux")
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	bin := buildDemo(t)
+	tag := newTag("BGWDEMO_TEST_TAG")
+	tm := newTmux(t, tag)
+	cmd := bin + " -duration 5s -http " + taken.Addr().String() + "; echo bgwdemo exited $?"
+	tm.run("new-session", "-d", "-x", "160", "-y", "24", "-s", "demo", "sh", "-c", cmd,
+		";", "set-option", "-t", "demo", "remain-on-exit", "on")
+	deadline := time.Now().Add(60 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
+		text := tm.capture("demo").String()
+		if strings.Contains(text, "bgwdemo exited") {
+			if !strings.Contains(text, "bgwdemo exited 1") || !strings.Contains(text, "level=ERROR") ||
+				!strings.Contains(text, "address already in use") {
+				t.Fatalf("the screen after a failed start does not say why:\n%s", text)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo did not end:\n%s", text)
 		}
 	}
 }
