@@ -161,8 +161,8 @@ func TestEscapedGrandchildKilled(t *testing.T) {
 	if st := procState(grand); st != "" && st != "Z" {
 		t.Fatalf("grandchild %d in a new session is still alive (state %s) after its worker exited", grand, st)
 	}
-	if row.PID != run.PID || !strings.HasPrefix(row.Cgroup, cg.mgr.Path()+"/") {
-		t.Fatalf("running row %+v: want the pid %d and a leaf under %s", row, run.PID, cg.mgr.Path())
+	if row.PID != run.PID || !strings.HasPrefix(row.Cgroup, cg.mgr.Path()+"/") || row.Isolation != "cgroup" {
+		t.Fatalf("running row %+v: want the pid %d, a leaf under %s and isolation cgroup", row, run.PID, cg.mgr.Path())
 	}
 	if _, err := os.Stat(row.Cgroup); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("leaf %s still there after the exit (%v)", row.Cgroup, err)
@@ -331,8 +331,8 @@ func TestNoCgroupsSaidOnce(t *testing.T) {
 	if !strings.Contains(buf.String(), "disabled by Config.NoCgroups") {
 		t.Fatalf("the log does not say why:\n%s", buf.String())
 	}
-	if c := h.info("w1").Cgroup; c != "" {
-		t.Fatalf("cgroup %q, want empty", c)
+	if wi := h.info("w1"); wi.Cgroup != "" || wi.Isolation != "process_group" {
+		t.Fatalf("row: cgroup %q, isolation %q; want empty and process_group", wi.Cgroup, wi.Isolation)
 	}
 }
 

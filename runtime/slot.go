@@ -97,7 +97,7 @@ func (s *slot) info() WorkerInfo {
 		Activity: s.activity, ActivityAt: s.actAt,
 	}
 	if s.kid != nil {
-		wi.Cgroup = s.kid.c.Cgroup()
+		wi.Cgroup, wi.Isolation = s.kid.c.Cgroup(), s.kid.c.Isolation()
 	}
 	if s.inc > 0 {
 		wi.StartedAt = s.startedAt

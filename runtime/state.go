@@ -107,10 +107,15 @@ type Exit struct {
 // WorkerInfo is one row of the status table (PostgreSQL's pg_stat_activity
 // rows for background workers).
 type WorkerInfo struct {
-	Name         string       `json:"name"`
-	Type         string       `json:"type"`
-	PID          int          `json:"pid"`    // zero = no process now (null in JSON)
-	Cgroup       string       `json:"cgroup"` // the process's cgroup v2 leaf; "" = no process, or no cgroups here
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	PID    int    `json:"pid"`    // zero = no process now (null in JSON)
+	Cgroup string `json:"cgroup"` // the process's cgroup v2 leaf; "" = no process, or no cgroups here
+	// Isolation is what ends the process's whole tree with it: "cgroup"
+	// (its leaf is killed), "process_group" (cgroups unusable here or
+	// off: a descendant that leaves the group escapes), "memory" (the
+	// in-memory launcher of runtimetest); "" = no process.
+	Isolation    string       `json:"isolation"`
 	State        WorkerState  `json:"state"`
 	Phase        phases.Phase `json:"phase"` // the start phase
 	SharedMemory bool         `json:"shared_memory"`

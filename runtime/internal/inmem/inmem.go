@@ -319,6 +319,9 @@ func (c *Child) Limit(actors.Limits) error { return nil }
 // Cgroup is "": an in-memory child has no cgroup.
 func (c *Child) Cgroup() string { return "" }
 
+// Isolation is "memory": an in-memory child is no process.
+func (c *Child) Isolation() string { return "memory" }
+
 // Reload passes the reload request to the worker.
 func (c *Child) Reload() error {
 	if w := c.worker.Load(); w != nil {

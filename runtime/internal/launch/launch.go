@@ -70,6 +70,11 @@ type Child interface {
 	Limit(l actors.Limits) error
 	// Cgroup is the child's cgroup v2 leaf; "" where it has none.
 	Cgroup() string
+	// Isolation says what ends the child's whole tree when it ends:
+	// "cgroup" (its leaf is killed), "process_group" (cgroups unusable
+	// or off: a descendant that leaves the group escapes), or "memory"
+	// (an in-memory child, no process).
+	Isolation() string
 	// Endpoint is where messages to its worker go: sending to it crosses
 	// to the worker actor, and requests get their responses back.
 	Endpoint() actor.Process

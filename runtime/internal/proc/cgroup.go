@@ -98,6 +98,15 @@ func (p *proc) Limit(l actors.Limits) error {
 	return p.leaf.SetLimits(CgroupLimits(l))
 }
 
+// Isolation is "cgroup" for a child in a leaf of its own, "process_group"
+// for one without.
+func (p *proc) Isolation() string {
+	if p.leaf == nil {
+		return "process_group"
+	}
+	return "cgroup"
+}
+
 // Cgroup is the child's leaf, for its /workers row; "" without one.
 func (p *proc) Cgroup() string {
 	if p.leaf == nil {
