@@ -136,7 +136,10 @@
 // bgworker host at all (accepting is a line with a nonce the check gives
 // it, not merely exiting 0), the upgrade is
 // refused with [ErrUpgradeRefused] and the host goes on unchanged. If the
-// exec itself fails, the host adopts its own children back and goes on.
+// exec itself fails, the host adopts its own children back and goes on. A
+// stop, reload or shutdown asked while the upgrade is under way is held;
+// the upgrade then calls itself off rather than lose it in the exec, and
+// it is carried out.
 // Every worker keeps its pid, restart history and exits; counters carry
 // on; messages on a shared-memory queue are not touched.
 //

@@ -111,6 +111,9 @@ func (pm *postmaster) Receive(ctx actor.Context) {
 }
 
 func (pm *postmaster) handle(m pmMsg) {
+	if pm.hold(m) {
+		return
+	}
 	switch m := m.(type) {
 	case msgTick:
 		pm.tickQueued = false

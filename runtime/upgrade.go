@@ -100,7 +100,7 @@ func (rt *Runtime) Upgrade(ctx context.Context, path string) error {
 	if err != nil {
 		return rt.reattach(lst, keep, fmt.Errorf("%w: detach: %v", ErrUpgradeRefused, err))
 	}
-	st, err := rt.snapshot(ctx, true)
+	st, err := rt.finalSnapshot(ctx)
 	if err != nil {
 		return rt.reattach(lst, keep, err)
 	}
@@ -116,6 +116,10 @@ func (rt *Runtime) Upgrade(ctx context.Context, path string) error {
 	}
 	keep = append(keep, sf)
 	env := append(withoutEnv(os.Environ(), envUpgrade, envUpgradeCheck), envUpgrade+"="+strconv.Itoa(int(sf.Fd())))
+	// Last: what was asked since the snapshot would be lost in the exec.
+	if err := rt.heldDuringUpgrade(ctx); err != nil {
+		return rt.reattach(lst, keep, err)
+	}
 	rt.log.Info("runtime: upgrading in place", "binary", path, "workers", len(st.Launcher.Children), "from", rt.cfg.Version)
 	err = pl.Exec(path, os.Args, env)
 	// Still here: the exec failed. Carry on with the children as they are.
@@ -170,6 +174,43 @@ func (rt *Runtime) snapshot(ctx context.Context, final bool) (*upgradeState, err
 	reply := make(chan *upgradeState, 1)
 	rt.tell(msgFunc{fn: func(pm *postmaster) { reply <- pm.snapshot(final) }})
 	return await(ctx, rt, reply)
+}
+
+// finalSnapshot takes the state for the next image, or the reason the
+// upgrade must not go on.
+func (rt *Runtime) finalSnapshot(ctx context.Context) (*upgradeState, error) {
+	type result struct {
+		st  *upgradeState
+		err error
+	}
+	reply := make(chan result, 1)
+	rt.tell(msgFunc{fn: func(pm *postmaster) {
+		st, err := pm.finalSnapshot()
+		reply <- result{st, err}
+	}})
+	r, err := await(ctx, rt, reply)
+	if err != nil {
+		return nil, err
+	}
+	return r.st, r.err
+}
+
+// heldDuringUpgrade reports whether a stop, reload or shutdown was asked
+// since the final snapshot: the exec would swallow it.
+func (rt *Runtime) heldDuringUpgrade(ctx context.Context) error {
+	reply := make(chan error, 1)
+	rt.tell(msgFunc{fn: func(pm *postmaster) {
+		if len(pm.up.held) > 0 || pm.shutdown != 0 {
+			reply <- fmt.Errorf("%w: a stop, reload or shutdown was asked during the upgrade", ErrUpgradeRefused)
+			return
+		}
+		reply <- nil
+	}})
+	err, aerr := await(ctx, rt, reply)
+	if aerr != nil {
+		return aerr
+	}
+	return err
 }
 
 // handOver makes the runtime's own descriptors inheritable and names them

@@ -20,6 +20,25 @@ import (
 type upgrade struct {
 	quiet   chan error // an Upgrade waits for the postmaster to be quiet; nil = not upgrading
 	rolling *roll      // a Roll under way; nil = none
+	// held are the stops, reloads and shutdowns asked while upgrading:
+	// they would act on children being handed over. They are carried out
+	// when the upgrade does not happen, and an Upgrade that finds any
+	// before its exec calls itself off, so that none is lost.
+	held []pmMsg
+}
+
+// hold keeps m for after the upgrade, if one is under way and m is a
+// stop, reload or shutdown; it reports whether it did.
+func (pm *postmaster) hold(m pmMsg) bool {
+	if !pm.upgrading() {
+		return false
+	}
+	switch m.(type) {
+	case msgStop, msgReload, msgShutdown:
+		pm.up.held = append(pm.up.held, m)
+		return true
+	}
+	return false
 }
 
 // quiesce begins an upgrade: no start or refill from now on, the pool's
@@ -61,10 +80,27 @@ func (pm *postmaster) checkQuiet() {
 	pm.up.quiet = make(chan error) // answered: still upgrading, nothing more to say
 }
 
-// resume ends an upgrade that did not happen.
+// resume ends an upgrade that did not happen, and carries out what was
+// held meanwhile, in order.
 func (pm *postmaster) resume() {
-	pm.up.quiet = nil
+	held := pm.up.held
+	pm.up.quiet, pm.up.held = nil, nil
+	for _, m := range held {
+		pm.handle(m)
+	}
 	pm.scheduleTick()
+}
+
+// finalSnapshot is the state handed to the next image, unless something
+// was asked meanwhile that the upgrade must not swallow.
+func (pm *postmaster) finalSnapshot() (*upgradeState, error) {
+	switch {
+	case pm.shutdown != 0:
+		return nil, fmt.Errorf("%w: the runtime began shutting down", ErrUpgradeRefused)
+	case len(pm.up.held) > 0:
+		return nil, fmt.Errorf("%w: a stop, reload or shutdown was asked during the upgrade", ErrUpgradeRefused)
+	}
+	return pm.snapshot(true), nil
 }
 
 // snapshot is the postmaster's state for the next image. Without final it

@@ -569,3 +569,38 @@ func TestInPlaceUpgrade(t *testing.T) {
 	}
 	checkNoZombieNoOrphan(t)
 }
+
+// A stop asked while an upgrade is under way is held: it would act on a
+// child being handed over. The upgrade then calls itself off rather than
+// swallow it in the exec, and once it has, the stop is carried out.
+func TestStopHeldDuringUpgrade(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.startFault("w", "run", nil)
+	quiet := make(chan error, 1)
+	h.rt.tell(msgUpgradeQuiesce{reply: quiet})
+	if err := <-quiet; err != nil {
+		t.Fatalf("quiesce: %v", err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.rt.Stop(ctx(t), "w") }()
+	held := func() int {
+		n := make(chan int, 1)
+		h.rt.tell(msgFunc{fn: func(pm *postmaster) { n <- len(pm.up.held) }})
+		return <-n
+	}
+	h.eventually("the stop held", func() bool { return held() == 1 })
+	if st := h.info("w").State; st != Running {
+		t.Fatalf("w is %v while the upgrade holds its stop, want running", st)
+	}
+	if _, err := h.rt.finalSnapshot(ctx(t)); !errors.Is(err, ErrUpgradeRefused) {
+		t.Fatalf("final snapshot with a stop held: %v, want ErrUpgradeRefused", err)
+	}
+	if err := h.rt.heldDuringUpgrade(ctx(t)); !errors.Is(err, ErrUpgradeRefused) {
+		t.Fatalf("the check before the exec with a stop held: %v, want ErrUpgradeRefused", err)
+	}
+	h.rt.tell(msgUpgradeResume{})
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop after the upgrade was called off: %v", err)
+	}
+	h.waitState("w", Stopped)
+}
