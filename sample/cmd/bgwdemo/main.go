@@ -192,6 +192,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
+	// SIGUSR2 (upgrade in place) is taken from the start, so that one sent
+	// while the demo still starts waits for it instead of killing it (the
+	// signal's default action).
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
 	mode := make(chan phases.ShutdownMode, 1)
 	go func() {
 		defer cancelRun()
@@ -244,9 +250,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 					d.start()
 				}
 			}
-			usr2 := make(chan os.Signal, 1)
-			signal.Notify(usr2, syscall.SIGUSR2)
-			defer signal.Stop(usr2)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
