@@ -13,8 +13,10 @@ import (
 
 // The postmaster's decisions about an ended run, as pure functions of the
 // run's end, the slot's situation, its restart state and the clock: what
-// the exit was (classify), and what follows it (decideExit). The
-// postmaster applies them (exits.go); nothing here has an effect beyond
+// the exit was (classify), what a shared-memory member's crash does to its
+// group (decideReset) and whom a reset takes down (resetMembers), and
+// what follows the exit for the worker (decideExit). The postmaster
+// applies them (exits.go, shmgroup.go); nothing here has an effect beyond
 // the Backoff it is given. decide_test.go holds their tables.
 
 // exitCause is what the postmaster knew when a child ended: why it ended
@@ -82,6 +84,49 @@ func sigName(s syscall.Signal) string {
 		return fmt.Sprintf("%d", int(s))
 	}
 	return n
+}
+
+// resetVerdict is what a shared-memory member's crash does to its group.
+type resetVerdict int
+
+const (
+	resetBegin  resetVerdict = iota // begin an all-for-one reset
+	resetJoin                       // a reset is under way: the crash is part of it
+	resetFailed                     // the group was given up already
+	resetGiveUp                     // give the group up now (the error says why)
+)
+
+// decideReset decides what a member's crash does to the group: nothing
+// more once the group is failed or while a reset is under way; with
+// NoRestartAfterCrash (PostgreSQL's restart_after_crash = off), or past
+// the group's reset intensity (b, which it charges), the group is given
+// up; otherwise a reset begins.
+func decideReset(failed, resetting, noRestartAfterCrash bool, b *actors.Backoff, now time.Time) (resetVerdict, error) {
+	switch {
+	case failed:
+		return resetFailed, nil
+	case resetting:
+		return resetJoin, nil
+	case noRestartAfterCrash:
+		return resetGiveUp, errors.New("runtime: NoRestartAfterCrash is set (PostgreSQL's restart_after_crash = off)")
+	}
+	if _, err := b.Next(now, 0, 0); errors.Is(err, actors.ErrIntensity) {
+		return resetGiveUp, err
+	}
+	return resetBegin, nil
+}
+
+// resetMembers is who an all-for-one reset after crashed's crash takes
+// down: every other shared-memory worker, in registration order, whatever
+// its state (terminating one that has no child does nothing).
+func resetMembers(slots []*slot, crashed *slot) []*slot {
+	var out []*slot
+	for _, s := range slots {
+		if s != crashed && s.spec.SharedMemory {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // exitSituation is what decideExit needs to know besides the exit.

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -169,6 +170,73 @@ func TestDecideExitResetAfter(t *testing.T) {
 	for i := range want {
 		if got[i] != want[i] {
 			t.Fatalf("delays %v, want %v", got, want)
+		}
+	}
+}
+
+// decideReset: what a shared-memory member's crash does to its group.
+func TestDecideReset(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name                         string
+		failed, resetting, noRestart bool
+		before                       int // resets already charged, each at t0
+		want                         resetVerdict
+		why                          string
+		charged                      bool
+	}{
+		{name: "first crash begins a reset", want: resetBegin, charged: true},
+		{name: "within the intensity, another reset", before: 2, want: resetBegin, charged: true},
+		{name: "past the intensity, the group is given up", before: 3, want: resetGiveUp,
+			why: "actors: restart intensity exceeded: more than 3 restarts within 1m0s", charged: true},
+		{name: "a crash during a reset joins it", resetting: true, before: 3, want: resetJoin},
+		{name: "a failed group stays failed", failed: true, resetting: true, want: resetFailed},
+		{name: "restart_after_crash = off gives the group up", noRestart: true, want: resetGiveUp,
+			why: "runtime: NoRestartAfterCrash is set (PostgreSQL's restart_after_crash = off)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := actors.NewBackoff(actors.Fixed(0), actors.Intensity{MaxRestarts: 3, Window: time.Minute})
+			for range tc.before {
+				if _, err := b.Next(t0, 0, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n := b.Attempt()
+			v, err := decideReset(tc.failed, tc.resetting, tc.noRestart, b, t0.Add(time.Second))
+			why := ""
+			if err != nil {
+				why = err.Error()
+			}
+			if v != tc.want || why != tc.why {
+				t.Errorf("decideReset = %v, %q; want %v, %q", v, why, tc.want, tc.why)
+			}
+			if charged := b.Attempt() != n; charged != tc.charged {
+				t.Errorf("reset intensity charged = %v, want %v", charged, tc.charged)
+			}
+		})
+	}
+}
+
+// resetMembers: a reset takes down every other shared-memory worker, in
+// registration order, and no plain worker.
+func TestResetMembers(t *testing.T) {
+	mk := func(name string, shm bool) *slot {
+		return &slot{spec: actors.Spec{Name: name, SharedMemory: shm}}
+	}
+	a, p, b, q, c := mk("a", true), mk("p", false), mk("b", true), mk("q", false), mk("c", true)
+	slots := []*slot{a, p, b, q, c}
+	names := func(ss []*slot) (out []string) {
+		for _, s := range ss {
+			out = append(out, s.spec.Name)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		crashed *slot
+		want    string
+	}{{b, "[a c]"}, {a, "[b c]"}, {c, "[a b]"}} {
+		if got := fmt.Sprint(names(resetMembers(slots, tc.crashed))); got != tc.want {
+			t.Errorf("reset after %s's crash takes down %s, want %s", tc.crashed.spec.Name, got, tc.want)
 		}
 	}
 }

@@ -12,8 +12,11 @@ import (
 
 // Every change the postmaster makes is logged, counted and published in
 // one place: transition for a worker's state, and the observer's methods
-// for the rest. Metrics follow from these calls and nothing else: the
-// metrics code never reads the postmaster's fields.
+// for the rest. The postmaster's metrics follow from these calls and
+// nothing else, and the metrics code never reads the postmaster's fields.
+// Two counters are not the postmaster's: the bridge's traffic, read from
+// the launcher, and undeliverable messages, counted where routing drops
+// one (routing.go).
 
 // observer turns the postmaster's changes into log lines, metrics and
 // events.

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -182,28 +181,21 @@ func (pm *postmaster) segmentFile() (*os.File, error) {
 // is failed.
 func (pm *postmaster) beginReset(crashed *slot) bool {
 	g := &pm.group
-	if g.failed {
-		return false
-	}
-	if g.resetting {
-		return true // this exit is part of a reset under way
-	}
 	now := pm.clock.Now()
-	if pm.rt.cfg.NoRestartAfterCrash {
-		pm.failGroup(crashed, errors.New("runtime: NoRestartAfterCrash is set (PostgreSQL's restart_after_crash = off)"))
+	switch v, why := decideReset(g.failed, g.resetting, pm.rt.cfg.NoRestartAfterCrash, g.backoff, now); v {
+	case resetFailed:
 		return false
-	}
-	if _, err := g.backoff.Next(now, 0, 0); errors.Is(err, actors.ErrIntensity) {
-		pm.failGroup(crashed, err)
+	case resetJoin:
+		return true
+	case resetGiveUp:
+		pm.failGroup(crashed, why)
 		return false
 	}
 	g.resetting = true
 	g.resetStart = now
 	pm.obs.resetBegan(crashed.spec.Name, g.gen)
-	for _, s := range pm.slots {
-		if s != crashed && s.spec.SharedMemory {
-			pm.terminate(s, ReasonGroupReset, pm.rt.cfg.GroupStopTimeout)
-		}
+	for _, s := range resetMembers(pm.slots, crashed) {
+		pm.terminate(s, ReasonGroupReset, pm.rt.cfg.GroupStopTimeout)
 	}
 	pm.maybeFinishReset()
 	return true
