@@ -16,20 +16,25 @@ import (
 
 // terminate asks s's child to stop, recording cause as why ("" for a
 // requested stop), and arms its kill after grace. A smart shutdown sets no
-// deadline: the worker may take as long as it needs. A start whose spawn
-// is still in flight is stopped when the spawn arrives.
+// deadline: the worker may take as long as it needs; an immediate one
+// kills the child at once, however it was being stopped. A start whose
+// spawn is still in flight is stopped when the spawn arrives.
 func (pm *postmaster) terminate(s *slot, cause string, grace time.Duration) {
 	if !s.state.Alive() {
 		return
 	}
 	if s.state == Stopping {
 		// Already being stopped: a reset's cause and its shorter deadline
-		// take over from a requested stop; nothing else changes.
+		// take over from a requested stop; an immediate shutdown kills.
 		if cause != "" && s.cause == "" {
 			s.cause = cause
-			if s.kid != nil {
+			if s.kid != nil && pm.shutdown != phases.Immediate {
 				pm.armTimer(s, timerGrace, grace)
 			}
+		}
+		if pm.shutdown == phases.Immediate && s.kid != nil {
+			pm.stopTimer(s)
+			s.kid.c.Kill()
 		}
 		return
 	}
@@ -40,6 +45,11 @@ func (pm *postmaster) terminate(s *slot, cause string, grace time.Duration) {
 		// Spawn in flight: it is killed when it arrives (assign).
 		pm.stopTimer(s)
 		pm.transition(s, Stopping, WorkerEvent{})
+		return
+	}
+	if pm.shutdown == phases.Immediate {
+		pm.transition(s, Stopping, WorkerEvent{})
+		s.kid.c.Kill()
 		return
 	}
 	smart := pm.shutdown == phases.Smart && cause != ReasonGroupReset
@@ -80,14 +90,10 @@ func (pm *postmaster) beginShutdown(mode phases.ShutdownMode, cause error) {
 	}
 	if mode == phases.Immediate {
 		for _, s := range pm.slots {
-			if s.state.Alive() && s.kid != nil {
-				s.cause = ReasonShutdown
-				pm.transition(s, Stopping, WorkerEvent{})
-				s.kid.c.Kill()
-			}
+			pm.terminate(s, ReasonShutdown, 0)
 		}
 		for _, k := range pm.kids {
-			k.c.Kill()
+			k.c.Kill() // and every child that serves no slot
 		}
 	}
 	pm.advanceShutdown()
