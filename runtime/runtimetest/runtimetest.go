@@ -110,7 +110,11 @@ const deadLetterDrain = 150 * time.Millisecond
 // the test binary re-executed, which is why the package's TestMain must
 // call Main. The API is New's; it is for integration tests that need real
 // signals, real shared memory and real exit codes. At the end of the test
-// it also checks that no child, zombie or descriptor was left behind.
+// it also checks that no child, zombie or descriptor was left behind. The
+// check looks at the whole test process (its goroutines, descriptors and
+// children against those it had when NewProcess was called), so a
+// process-mode test must not run in parallel (t.Parallel) with tests that
+// start goroutines, files or processes of their own.
 func NewProcess(t testing.TB, cfg runtime.Config, opts ...Option) *Runtime {
 	t.Helper()
 	if !mainCalled {
