@@ -328,6 +328,32 @@ func TestVirtualStartTimeout(t *testing.T) {
 	})
 }
 
+// With the warm pool, a start timeout's exit counts its uptime from the
+// assignment, not from when the idle child was spawned: a child that sat
+// in the pool for 3 s and then timed out after 300 ms ran 300 ms.
+func TestVirtualStartTimeoutUptimeFromAssignment(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		v := newVirtual(t, Config{WarmPool: 2})
+		time.Sleep(3 * time.Second) // the pool's children age
+		if st := v.rt.Status().Pool; st.Idle != 2 {
+			t.Fatalf("pool %+v after 3s, want 2 idle", st)
+		}
+		h := v.dyn("sleepy", "vt_slow_ready", "1h", func(s *actors.Spec) {
+			s.StartTimeout = 300 * time.Millisecond
+			s.Restart = actors.NeverRestart
+		})
+		_, err := h.WaitStarted(context.Background())
+		var ee *ExitError
+		if !errors.As(err, &ee) || ee.Exit.Reason != ReasonStartTimeout {
+			t.Fatalf("WaitStarted = %v, want start_timeout", err)
+		}
+		if ee.Exit.Uptime != 300*time.Millisecond {
+			t.Fatalf("uptime %v, want 300ms: from the assignment, not from the pool child's spawn", ee.Exit.Uptime)
+		}
+	})
+}
+
 // The throttle under a storm of 1,000 workers that each take 10 ms to get
 // ready: never more than MaxStarting start at once, every one is running
 // at exactly 1,000 / 4 × 10 ms, and the server loop does not spin while
