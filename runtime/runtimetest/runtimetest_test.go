@@ -1,11 +1,15 @@
 package runtimetest_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -46,6 +50,20 @@ func init() {
 				}
 			}
 		})
+	}})
+	// chatty reports its activity, logs, and counts its reloads in its
+	// activity.
+	actors.MustDefine(actors.Spec{Name: "chatty", Run: func(ctx context.Context, w actors.Worker) error {
+		w.Logger().Info("chatty: up", "arg", string(w.Arg()))
+		w.SetActivity("reloads=0")
+		for n := 1; ; n++ {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-w.Reload():
+				w.SetActivity("reloads=" + strconv.Itoa(n))
+			}
+		}
 	}})
 	// member holds shared memory until asked to stop.
 	actors.MustDefine(actors.Spec{Name: "member", StartAt: phases.ConsistentState, SharedMemory: true,
@@ -222,6 +240,57 @@ func TestFaultsInMemory(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The worker-side API behaves in memory as in a child: its logger names
+// the worker in the host's log, its activity shows in the rows, and a
+// reload reaches it.
+func TestWorkerAPIInMemory(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var logs syncBuffer
+		rt := runtimetest.New(t, runtime.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if _, err := rt.StartWorker(t.Context(), actors.Spec{Name: "c", Type: "chatty", Arg: []byte("hello"), StartAt: phases.PostmasterStart}); err != nil {
+			t.Fatal(err)
+		}
+		// An activity is no event: once every goroutine of the bubble
+		// waits (synctest.Wait), the row has whatever was reported.
+		activity := func(want string) {
+			t.Helper()
+			synctest.Wait()
+			if w, _ := rt.Info("c"); w.Activity != want {
+				t.Fatalf("activity %q, want %q", w.Activity, want)
+			}
+		}
+		activity("reloads=0")
+		for i := 1; i <= 2; i++ {
+			if n, err := rt.Reload(t.Context()); err != nil || n != 1 {
+				t.Fatalf("Reload = %d, %v; want 1 worker told", n, err)
+			}
+			activity("reloads=" + strconv.Itoa(i))
+		}
+		if l := logs.String(); !strings.Contains(l, `msg="chatty: up" worker=c`) || !strings.Contains(l, "arg=hello") {
+			t.Fatalf("the worker's log line in the host's log:\n%s", l)
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Messages to an in-memory worker go through the codec: a type that could
