@@ -28,25 +28,15 @@ func init() {
 	// worker's stdout and stderr (so it holds the output pipe), writes its
 	// pid to the file named in Arg, and exits 1.
 	actors.MustDefine(actors.Spec{Name: "escape_exit", Run: func(ctx context.Context, w actors.Worker) error {
-		cmd := exec.Command("sleep", "300")
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		if err := os.WriteFile(string(w.Arg()), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+		if err := escape(w, exec.Command("sleep", "300"), os.Stdout); err != nil {
 			return err
 		}
 		return errors.New("escape_exit: leaving my grandchild behind")
 	}})
-	// escape_wait: like escape_exit, but stays until stopped.
+	// escape_wait: like escape_exit, but without the output, and it stays
+	// until stopped.
 	actors.MustDefine(actors.Spec{Name: "escape_wait", Run: func(ctx context.Context, w actors.Worker) error {
-		cmd := exec.Command("sleep", "300")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		if err := os.WriteFile(string(w.Arg()), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+		if err := escape(w, exec.Command("sleep", "300"), nil); err != nil {
 			return err
 		}
 		<-ctx.Done()
@@ -57,13 +47,7 @@ func init() {
 	// ignores SIGTERM, busy, until it is killed.
 	actors.MustDefine(actors.Spec{Name: "escape_flood", Run: func(ctx context.Context, w actors.Worker) error {
 		signal.Ignore(syscall.SIGTERM)
-		cmd := exec.Command("yes", "flood from an escaped grandchild")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		if err := os.WriteFile(string(w.Arg()), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+		if err := escape(w, exec.Command("yes", "flood from an escaped grandchild"), os.Stderr); err != nil {
 			return err
 		}
 		busy := time.NewTicker(time.Millisecond)
@@ -107,6 +91,20 @@ func killTagged(pid int) {
 		p.Kill()
 		p.Release()
 	}
+}
+
+// escape starts cmd in a session of its own (out of reach of a
+// process-group kill) with its output on out (nil = none), and writes its
+// pid to the file named in the worker's Arg.
+func escape(w actors.Worker, cmd *exec.Cmd, out *os.File) error {
+	if out != nil {
+		cmd.Stdout, cmd.Stderr = out, os.Stderr
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return os.WriteFile(string(w.Arg()), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
 }
 
 // procState returns the state letter of pid ("" once it is gone).
