@@ -10,7 +10,8 @@
 #
 # The suite "cluster" is a binary of its own, bgwclusterbench, so that
 # bgwbench and its children link no grpc: `-suite cluster` runs it alone,
-# and `-suite bridge,cluster` runs bgwbench with the other suites, then it.
+# and `-suite bridge,cluster` runs bgwbench with the other suites, then it
+# (with -format json: bgwbench's array, then the cluster's, each with ids).
 # It is not part of a run without -suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."

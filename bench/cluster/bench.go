@@ -18,38 +18,9 @@ import (
 	"time"
 
 	pcluster "github.com/asynkron/protoactor-go/cluster"
+
+	"github.com/bgworker/bgworker/bench/report"
 )
-
-// Result is one line of the comparison table: a measurement and the
-// baseline measured beside it in the same run.
-type Result struct {
-	Name          string
-	Value         float64
-	Baseline      string
-	BaselineValue float64
-	Unit          string
-	Target        string
-	Met           *bool // nil = no target
-}
-
-// Print writes results in the table format of bench/cmd/bgwbench.
-func Print(w io.Writer, rs []Result) {
-	for _, r := range rs {
-		met := ""
-		if r.Met != nil {
-			met = "MISSED"
-			if *r.Met {
-				met = "met"
-			}
-		}
-		ratio := ""
-		if r.BaselineValue != 0 {
-			ratio = fmt.Sprintf("%.2fx", r.Value/r.BaselineValue)
-		}
-		fmt.Fprintf(w, "%-10s %-44s %12.4g %-6s | %-34s %12.4g | %8s | %-22s %s\n",
-			"cluster", r.Name, r.Value, r.Unit, r.Baseline, r.BaselineValue, ratio, r.Target, met)
-	}
-}
 
 // member is one member process of the benchmark.
 type member struct {
@@ -194,7 +165,7 @@ func freeAddrs(n int) ([]string, error) {
 // Run measures both benchmarks on three member processes and returns the
 // table's rows. scale multiplies the counts (at least 10 kills). Progress
 // goes to stderr.
-func Run(ctx context.Context, scale float64, stderr io.Writer) ([]Result, error) {
+func Run(ctx context.Context, scale float64, stderr io.Writer) ([]report.Result, error) {
 	b := make([]byte, 8)
 	rand.Read(b)
 	run := hex.EncodeToString(b)
@@ -408,8 +379,10 @@ func Run(ctx context.Context, scale float64, stderr io.Writer) ([]Result, error)
 
 	wp50 := quantile(warm, .5) / 1e3
 	nr, rr, lr := quantile(byName, .5), quantile(raw, .5), quantile(local, .5)
-	met := func(b bool) *bool { return &b }
-	var out []Result
+	r := func(id, name string, v float64, unit, base string, bv float64, target ...report.Cond) report.Result {
+		return report.Result{ID: "cluster." + id, Suite: "cluster", Name: name, Value: v, Unit: unit, Baseline: base, BaselineValue: bv, Target: target}
+	}
+	var out []report.Result
 	for j, k := range runs {
 		// A failure is detected once both survivors, a quorum, have seen
 		// it: only then have both their grants run out.
@@ -421,33 +394,32 @@ func Run(ctx context.Context, scale float64, stderr io.Writer) ([]Result, error)
 		}
 		fp50, dp50 := quantile(k.failover, .5), quantile(quorum, .5)
 		bound := dp50 + 1.2*wp50
+		s := scenario[j]
 		out = append(out,
-			Result{Name: fmt.Sprintf("failover p50, %d SIGKILLs of the owner, %s", len(k.failover), scenario[j]), Value: fp50, Unit: "ms",
-				Baseline: "protoactor grain re-activation p50", BaselineValue: quantile(k.grain, .5),
-				Target: fmt.Sprintf("<= detect+1.2 warm %.1f", bound), Met: met(fp50 <= bound)},
-			Result{Name: "failover p50 (the same kills)", Value: fp50, Unit: "ms",
-				Baseline: "grain, requests from the down, p50", BaselineValue: quantile(k.after, .5)},
-			Result{Name: "detection p50, both survivors (lease " + Lease.String() + ")", Value: dp50, Unit: "ms",
-				Baseline: "the new owner alone", BaselineValue: quantile(k.heirDetect, .5)},
-			Result{Name: "failover - detection, per kill, p50", Value: quantile(excess, .5), Unit: "ms",
-				Baseline: "warm start p50 (pool of 2)", BaselineValue: wp50, Target: "ratio <= 1.2", Met: met(quantile(excess, .5) <= 1.2*wp50)},
-			Result{Name: "lease grant after new owner's detection p50", Value: quantile(k.granted, .5), Unit: "ms",
-				Baseline: "raw protoactor remote request p50", BaselineValue: rr / 1e3},
-			Result{Name: "new owner's start, placed → ready, p50", Value: quantile(k.started, .5), Unit: "ms",
-				Baseline: "warm start p50 (pool of 2)", BaselineValue: wp50})
+			r("failover."+s+".p50", fmt.Sprintf("failover p50, %d SIGKILLs of the owner, %s (bound: detection + 1.2 × warm start)", len(k.failover), s), fp50, "ms",
+				"protoactor grain re-activation p50", quantile(k.grain, .5), report.AtMost(bound)),
+			r("failover."+s+".vs_detected_grain.p50", "failover p50 (the same kills)", fp50, "ms",
+				"grain, requests from the down, p50", quantile(k.after, .5)),
+			r("detect."+s+".p50", "detection p50, both survivors (lease "+Lease.String()+")", dp50, "ms",
+				"the new owner alone", quantile(k.heirDetect, .5)),
+			r("failover."+s+".excess.p50", "failover - detection, per kill, p50", quantile(excess, .5), "ms",
+				"warm start p50 (pool of 2)", wp50, report.RatioAtMost(1.2)),
+			r("grant."+s+".p50", "lease grant after new owner's detection p50", quantile(k.granted, .5), "ms",
+				"raw protoactor remote request p50", rr/1e3),
+			r("start."+s+".p50", "new owner's start, placed → ready, p50", quantile(k.started, .5), "ms",
+				"warm start p50 (pool of 2)", wp50))
 	}
 	return append(out,
-		Result{Name: "warm start of the worker's code p50", Value: quantile(warmW, .5) / 1e3, Unit: "ms",
-			Baseline: "warm start p50 (pool of 2)", BaselineValue: wp50},
-		Result{Name: "request by name p50, 64 B, other member", Value: nr, Unit: "µs",
-			Baseline: "raw protoactor remote request p50", BaselineValue: rr,
-			Target: "ratio <= 1.5", Met: met(nr <= 1.5*rr)},
-		Result{Name: "request by name p99", Value: quantile(byName, .99), Unit: "µs",
-			Baseline: "raw protoactor remote request p99", BaselineValue: quantile(raw, .99)},
-		Result{Name: "bridge round trip on the holder p50", Value: lr, Unit: "µs",
-			Baseline: "raw protoactor remote request p50", BaselineValue: rr},
-		Result{Name: "request by name − raw remote, p50s", Value: nr - rr, Unit: "µs",
-			Baseline: "bridge round trip on the holder p50", BaselineValue: lr},
+		r("warm.p50", "warm start of the worker's code p50", quantile(warmW, .5)/1e3, "ms",
+			"warm start p50 (pool of 2)", wp50),
+		r("request.p50", "request by name p50, 64 B, other member", nr, "µs",
+			"raw protoactor remote request p50", rr, report.RatioAtMost(1.5)),
+		r("request.p99", "request by name p99", quantile(byName, .99), "µs",
+			"raw protoactor remote request p99", quantile(raw, .99)),
+		r("bridge.p50", "bridge round trip on the holder p50", lr, "µs",
+			"raw protoactor remote request p50", rr),
+		r("request.minus_raw.p50", "request by name − raw remote, p50s", nr-rr, "µs",
+			"bridge round trip on the holder p50", lr),
 	), nil
 }
 

@@ -2,7 +2,7 @@
 // bench/cluster and prints each measurement beside its baseline, in the
 // table format of bgwbench.
 //
-//	go run ./bench/cmd/bgwclusterbench [-n scale]
+//	go run ./bench/cmd/bgwclusterbench [-n scale] [-format table|json]
 //	bash bench/run.sh -suite cluster
 //
 // Its members, and their workers, are this binary re-executed. It exits 1
@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	clusterbench "github.com/bgworker/bgworker/bench/cluster"
+	"github.com/bgworker/bgworker/bench/report"
 	bgw "github.com/bgworker/bgworker/runtime"
 )
 
@@ -31,17 +32,25 @@ func main() {
 func run() int {
 	scale := flag.Float64("n", 1, "scale the iteration counts by this factor (> 0)")
 	suite := flag.String("suite", "cluster", `the suite to run; only "cluster"`)
+	format := flag.String("format", "table", "output format: table or json")
 	flag.Parse()
-	if flag.NArg() > 0 || *scale <= 0 || *suite != "cluster" {
+	if flag.NArg() > 0 || *scale <= 0 || *suite != "cluster" || (*format != "table" && *format != "json") {
 		flag.Usage()
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Printf("%-10s %-44s %12s %-6s | %-34s %12s | %8s | %-22s %s\n",
-		"suite", "measurement", "value", "unit", "baseline (same run)", "baseline", "ratio", "target", "")
+	if *format == "table" {
+		report.PrintHeader(os.Stdout)
+	}
 	rs, err := clusterbench.Run(ctx, *scale, os.Stderr)
-	clusterbench.Print(os.Stdout, rs)
+	if *format == "json" {
+		if jerr := report.WriteJSON(os.Stdout, rs); jerr != nil && err == nil {
+			err = jerr
+		}
+	} else {
+		report.Print(os.Stdout, rs)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bgwclusterbench: %v\n", err)
 		return 1
