@@ -87,6 +87,12 @@ func New(rt *runtime.Runtime, cfg Config) (*Cluster, error) {
 		if s.StopTimeout > c.grace {
 			return nil, fmt.Errorf("%w: worker %q: StopTimeout %v exceeds a quarter of the Lease (%v); a holder that loses its lease must have its worker reaped before the lease runs out", ErrInvalidConfig, s.Name, s.StopTimeout, c.grace)
 		}
+		if s.StopTimeout == 0 {
+			// The default grace period (5 s) would outlast the lease: the
+			// holder's stop would always be due, and it would give the
+			// worker up as soon as it took it.
+			s.StopTimeout = c.grace
+		}
 		c.names[s.Name] = true
 		c.specs = append(c.specs, s)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,4 +99,81 @@ func TestStartErrors(t *testing.T) {
 	if _, err := cl.Request(ctx, "nosuch", nil); !errors.Is(err, cluster.ErrUnknown) {
 		t.Errorf("Request of an unknown worker = %v, want ErrUnknown", err)
 	}
+}
+
+// A cluster-scoped worker whose spec leaves StopTimeout zero gets a quarter
+// of the lease: it runs steadily under one placement. (With the runtime's
+// default grace period, longer than the lease, the holder's stop was due
+// at once: it gave the worker up as soon as it took it, in a loop.)
+func TestDefaultStopTimeoutHoldsSteadily(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster member with a child")
+	}
+	t.Setenv(envDir, t.TempDir())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := ln.Addr().String()
+	ln.Close()
+	ctx := context.Background()
+	rt, err := runtime.New(runtime.Config{Workers: []actors.Spec{}, Logger: quiet, WarmPool: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cluster.Config{Bind: bind, Peers: []string{bind}, Logger: quiet,
+		Workers: []actors.Spec{{Name: "tsingle", Props: fencedWorker}}}
+	cl, err := cluster.New(rt, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	placed, given := 0, 0
+	cl.Subscribe(func(e cluster.Event) {
+		if p, ok := e.(cluster.PlacementEvent); ok && p.Worker == "tsingle" {
+			mu.Lock()
+			defer mu.Unlock()
+			if p.Here {
+				placed++
+			} else {
+				given++
+			}
+		}
+	})
+	if err := rt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Shutdown(ctx, phases.Fast)
+	if err := rt.Advance(ctx, phases.RecoveryFinished); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Shutdown(ctx)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(30 * time.Second); !runningHere(rt, "tsingle"); <-tick.C {
+		if time.Now().After(deadline) {
+			t.Fatalf("tsingle never ran: rows %+v", rt.Workers())
+		}
+	}
+	// Three leases' worth of renewals: a holder that gives its worker up
+	// at once would have placed it hundreds of times by now.
+	time.Sleep(3 * time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if placed != 1 || given != 0 {
+		t.Fatalf("over 3 s: placed here %d times, given up %d times; want 1 and 0", placed, given)
+	}
+}
+
+// runningHere reports whether rt runs the named worker now.
+func runningHere(rt *runtime.Runtime, name string) bool {
+	for _, w := range rt.Workers() {
+		if w.Name == name && w.State == runtime.Running {
+			return true
+		}
+	}
+	return false
 }
