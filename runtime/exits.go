@@ -30,7 +30,7 @@ func (pm *postmaster) exited(k *kid, e launch.Exit) {
 		pm.advanceShutdown()
 		return
 	}
-	s.kid = nil
+	s.kid, s.reload = nil, false
 	pm.publishRow(s)
 	if s.route != nil {
 		pm.rt.routes.CompareAndDelete(s.spec.Name, s.route)

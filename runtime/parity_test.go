@@ -213,16 +213,19 @@ func TestReload(t *testing.T) {
 }
 
 // A reload reaches a worker that is still starting (NotifyReady, in its
-// setup) too: it must not miss a change it would have read after it.
+// setup) too: it must not miss a change it would have read after it. The
+// start is cold, so the reload is asked while the child is still in its
+// handshake: the notice follows the assignment.
 func TestReloadReachesStartingWorker(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, Config{WarmPool: -1})
 	if _, err := h.rt.StartWorker(ctx(t), actors.Spec{Name: "setup", Type: "ready_after_reload", StartAt: phases.PostmasterStart,
 		StartTimeout: 30 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually("setup starting in its child", func() bool {
-		wi := h.info("setup")
-		return wi.State == Starting && wi.PID != 0
+	// At once on its start: the child is still being exec'd.
+	h.waitEvent("setup starting", func(e Event) bool {
+		we, ok := e.(WorkerEvent)
+		return ok && we.Name == "setup" && we.To == Starting
 	})
 	if n, err := h.rt.Reload(ctx(t)); err != nil || n != 1 {
 		t.Fatalf("Reload = %d, %v; want the starting worker told", n, err)

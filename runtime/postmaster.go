@@ -296,16 +296,21 @@ func (pm *postmaster) stop(name string, gen uint64) error {
 }
 
 // reload tells every running worker to reload its configuration, and
-// every starting one that has its child: a worker still in its setup
-// (NotifyReady) must not miss a reload it would have read after it. The
-// notice follows the assignment on the same stream.
+// every starting one: a worker still in its setup (NotifyReady) must not
+// miss a reload it would have read after it. The notice follows the
+// assignment on the same stream; a start whose child is still being
+// spawned is told once the child is assigned.
 func (pm *postmaster) reload() int {
 	n := 0
 	for _, s := range pm.slots {
-		if (s.state == Running || s.state == Starting) && s.kid != nil {
+		switch {
+		case (s.state == Running || s.state == Starting) && s.kid != nil:
 			if err := s.kid.c.Reload(); err == nil {
 				n++
 			}
+		case s.state == Starting:
+			s.reload = true
+			n++
 		}
 	}
 	pm.rt.log.Info("runtime: reload", "workers", n)

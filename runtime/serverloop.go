@@ -184,6 +184,7 @@ func (pm *postmaster) spawned(m msgSpawned) {
 	if m.err != nil {
 		pm.rt.log.Error("runtime: could not start worker", "worker", s.spec.Name, "err", m.err)
 		if s.inc == f.inc && (s.state == Starting || s.state == Stopping) {
+			s.reload = false
 			pm.afterExit(s, Exit{Reason: ReasonSpawnFailed, Code: -1, At: pm.clock.Now(), Crash: true, Stderr: m.err.Error()})
 		}
 		pm.maybeShutdownDone()
@@ -260,6 +261,11 @@ func (pm *postmaster) assign(s *slot, k *kid) {
 		s.cause = ReasonSpawnFailed
 		pm.rt.log.Error("runtime: could not hand the child its worker", "worker", s.spec.Name, "pid", k.c.PID(), "err", err)
 		k.c.Kill()
+		return
+	}
+	if s.reload {
+		s.reload = false
+		_ = k.c.Reload() // asked while the child was being spawned
 	}
 }
 

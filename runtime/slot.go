@@ -30,6 +30,7 @@ type slot struct {
 	kid       *kid   // its child while it has one; nil otherwise
 	cause     string // why the postmaster is ending the current child, if it is; "" = it is not
 	stopReq   bool   // stop requested: no restart
+	reload    bool   // a reload asked while its child was being spawned: told once it has one
 	backoff   *actors.Backoff
 	timer     launch.Timer // pending restart, start timeout or grace; nil = none
 	timerKind timerKind

@@ -172,7 +172,7 @@ func dupFile(fd int, name string) (*os.File, error) {
 func (l *Launcher) adopt(cs ChildState) (*proc, error) {
 	p := &proc{id: cs.ID, l: l, pid: cs.PID, spawn: cs.Spawned, goodbye: cs.Goodbye, name: cs.Name, tail: newTail(32),
 		reported: make(chan struct{}), readerDone: make(chan struct{}), reaperDone: make(chan struct{}),
-		exited: make(chan struct{}), outDone: make(chan struct{}), welcomed: true, adopted: true}
+		exited: make(chan struct{}), outDone: make(chan struct{}), welcomed: true, assignSent: cs.Assigned, adopted: true}
 	close(p.reported) // the postmaster knows it from its own state
 	p.tail.lines = append(p.tail.lines, cs.Tail...)
 	p.assigned.Store(cs.Assigned)

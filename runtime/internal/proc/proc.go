@@ -170,12 +170,16 @@ type proc struct {
 	mu       sync.Mutex
 	reaped   bool
 	welcomed bool
-	reload   bool           // a reload asked before the welcome: sent after the assignment
-	assign   *bridge.Assign // an Assign that came before the handshake ended
-	segment  *os.File
-	name     string // the worker it runs; "" while idle
-	goodbye  int    // exit code announced by goodbye; -1 = none
-	readErr  error  // why the read loop ended
+	// assignSent: the assignment is written. Until then a notice for the
+	// worker (reload, terminate) would reach a child still in its
+	// handshake, which would take it for a protocol violation.
+	assignSent bool
+	reload     bool           // a reload asked before the assignment was written: sent right after it
+	assign     *bridge.Assign // an Assign that came before the handshake ended
+	segment    *os.File
+	name       string // the worker it runs; "" while idle
+	goodbye    int    // exit code announced by goodbye; -1 = none
+	readErr    error  // why the read loop ended
 
 	assigned atomic.Bool   // Assign was called: frames of an assigned child are legal once it is idle
 	connect  atomic.Bool   // the worker may address host actors
@@ -307,29 +311,29 @@ func (p *proc) Kill() {
 }
 
 // Terminate sends the terminate notice and SIGTERM, through os.Process (a
-// pidfd), never a raw pid. A child still in its handshake runs no worker
-// yet and would take the notice for a protocol violation: it gets the
-// signal only.
+// pidfd), never a raw pid. A child whose assignment is not written yet
+// runs no worker and would take the notice for a protocol violation: it
+// gets the signal only.
 func (p *proc) Terminate(deadline time.Time) {
 	var d int64
 	if !deadline.IsZero() {
 		d = deadline.UnixNano()
 	}
 	p.mu.Lock()
-	welcomed := p.welcomed
+	assigned := p.assignSent
 	p.mu.Unlock()
-	if welcomed {
+	if assigned {
 		_ = p.conn.Send(func(b []byte) []byte { return bridge.AppendTerminate(b, d) })
 	}
 	_ = p.process.Signal(syscall.SIGTERM)
 }
 
-// Reload sends the reload notice; to a child still in its handshake, right
-// after its welcome and assignment (before those, the child would take it
+// Reload sends the reload notice; to a child whose assignment is not
+// written yet, right after it (before it, the child would take the notice
 // for a protocol violation).
 func (p *proc) Reload() error {
 	p.mu.Lock()
-	if !p.welcomed {
+	if !p.assignSent {
 		p.reload = true
 		p.mu.Unlock()
 		return nil
@@ -358,13 +362,28 @@ func (p *proc) Assign(a bridge.Assign, segment *os.File) error {
 	return p.sendAssign(a, segment)
 }
 
+// sendAssign writes the assignment, then a reload asked before it.
 func (p *proc) sendAssign(a bridge.Assign, segment *os.File) error {
 	build := func(b []byte) []byte { return bridge.AppendAssign(b, a) }
+	var err error
 	if segment != nil {
-		return p.conn.SendWithFile(build, segment)
+		err = p.conn.SendWithFile(build, segment)
+	} else {
+		// Written inline when the socket is free: a warm start waits on it.
+		err = p.conn.SendUrgent(build)
 	}
-	// Written inline when the socket is free: a warm start waits on it.
-	return p.conn.SendUrgent(build)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.assignSent = true
+	reload := p.reload
+	p.reload = false
+	p.mu.Unlock()
+	if reload {
+		return p.sendReload()
+	}
+	return nil
 }
 
 // read runs the host side of the protocol until the child goes away.
@@ -469,16 +488,11 @@ func (p *proc) hello(body []byte) error {
 	}
 	p.mu.Lock()
 	p.welcomed = true
-	a, seg, reload := p.assign, p.segment, p.reload
-	p.assign, p.segment, p.reload = nil, nil, false
+	a, seg := p.assign, p.segment
+	p.assign, p.segment = nil, nil
 	p.mu.Unlock()
 	if a != nil {
-		if err := p.sendAssign(*a, seg); err != nil {
-			return err
-		}
-	}
-	if reload && a != nil {
-		return p.sendReload()
+		return p.sendAssign(*a, seg)
 	}
 	return nil
 }
