@@ -117,8 +117,9 @@
 //
 // A generation of the segment is replaced by every all-for-one reset and
 // retired once the last child that held it is reaped: its memory is given
-// back while host code that still holds it reads zeros and never faults
-// ([Runtime.Segment]).
+// back, while host code that still holds it reads zeros, for the next
+// RetiredSegmentsMapped retirements; after those it is unmapped, so take
+// the segment again at each SegmentEvent ([Runtime.Segment]).
 //
 // # In-place upgrade
 //
@@ -137,9 +138,11 @@
 // it, not merely exiting 0), the upgrade is
 // refused with [ErrUpgradeRefused] and the host goes on unchanged. If the
 // exec itself fails, the host adopts its own children back and goes on. A
-// stop, reload or shutdown asked while the upgrade is under way is held;
-// the upgrade then calls itself off rather than lose it in the exec, and
-// it is carried out.
+// stop, reload or shutdown asked while the upgrade waits for quiet is
+// carried out at once (a shutdown calls the upgrade off); one asked while
+// the children are handed over is held, and the upgrade calls itself off
+// rather than lose it in the exec. Not guaranteed: one asked in the moment
+// of the exec itself, after the upgrade's last check, is lost.
 // Every worker keeps its pid, restart history and exits; counters carry
 // on; messages on a shared-memory queue are not touched.
 //

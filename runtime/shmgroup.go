@@ -283,6 +283,6 @@ func (pm *postmaster) failGroup(cause *slot, err error) {
 		s.queued = false
 		s.nextStart = time.Time{}
 		pm.transition(s, Failed, WorkerEvent{})
-		pm.escalate(s, "shared-memory group failed", nil)
+		pm.escalate(s, "shared-memory group failed", s.lastExit())
 	}
 }

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/bgworker/bgworker/phases"
@@ -77,6 +78,11 @@ func (pm *postmaster) beginShutdown(mode phases.ShutdownMode, cause error) {
 		return
 	}
 	pm.shutdown = mode
+	if pm.up.quiet != nil && !pm.handingOver() {
+		// An upgrade waits for quiet: it is called off, not waited for.
+		pm.up.quiet <- fmt.Errorf("%w: the runtime began shutting down", ErrUpgradeRefused)
+		pm.up.quiet = make(chan error)
+	}
 	pm.obs.shutdownBegan(mode)
 	pm.queue = nil
 	pm.killIdle()

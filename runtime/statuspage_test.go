@@ -123,3 +123,24 @@ func TestStatusPageActivity(t *testing.T) {
 		}
 	}
 }
+
+// Everything the page takes from the rows is escaped: a worker name, type,
+// activity or error with markup in it is text on the page, in its cells
+// and in its attributes.
+func TestStatusPageEscapes(t *testing.T) {
+	now := time.Now()
+	bad := `<script>alert("x")</script>&'`
+	d := pageData{Now: now, Err: bad, Rows: []pageRow{{Name: bad, Type: bad, State: "running", Activity: bad, ActivityAt: &now,
+		Exits: []pageExit{{Reason: bad, At: now}}}}}
+	page := d.render()
+	if strings.Contains(page, bad) || strings.Contains(page, `<script>alert`) {
+		t.Fatalf("markup from the rows is on the page unescaped:\n%s", page)
+	}
+	esc := `&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&amp;&#39;`
+	for _, want := range []string{`<tr data-worker="` + esc + `">`, `<td class="c-name">` + esc + `</td>`, `<td class="c-type">` + esc + `</td>`,
+		`<p class="err" id="error">` + esc + `</p>`, `title="` + esc + `, code 0`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+}

@@ -154,7 +154,11 @@ func (rt *Runtime) checkBinary(ctx context.Context, path string, st *upgradeStat
 			bytes.TrimSpace(append(stderr.Bytes(), stdout.Bytes()...)))
 	}
 	if !slices.Contains(strings.Split(stdout.String(), "\n"), acceptLine(nonce)) {
-		return fmt.Errorf("%w: %s exited 0 without accepting the running state: not a bgworker host, or one without in-place upgrade", ErrUpgradeRefused, path)
+		why := "not a bgworker host, or one without in-place upgrade"
+		if strings.Contains(stdout.String(), "bgworker: upgrade state ok") {
+			why = "a bgworker build whose check mode does not answer with the check's nonce (an older build)"
+		}
+		return fmt.Errorf("%w: %s exited 0 without accepting the running state: %s", ErrUpgradeRefused, path, why)
 	}
 	return nil
 }
@@ -295,6 +299,8 @@ func (rt *Runtime) reattach(lst proc.State, keep []*os.File, cause error) error 
 	done := make(chan struct{})
 	rt.tell(msgFunc{fn: func(pm *postmaster) {
 		pm.launcher = l
+		traffic := l.Traffic
+		rt.traffic.Store(&traffic) // the metrics read the launcher that serves now
 		pm.readopt(kids)
 		close(done)
 	}})

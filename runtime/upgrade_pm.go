@@ -20,17 +20,25 @@ import (
 type upgrade struct {
 	quiet   chan error // an Upgrade waits for the postmaster to be quiet; nil = not upgrading
 	rolling *roll      // a Roll under way; nil = none
-	// held are the stops, reloads and shutdowns asked while upgrading:
-	// they would act on children being handed over. They are carried out
-	// when the upgrade does not happen, and an Upgrade that finds any
-	// before its exec calls itself off, so that none is lost.
+	// held are the stops, reloads and shutdowns asked once the
+	// postmaster is quiet and its children are being handed over: they
+	// would act on those children. They are carried out when the upgrade
+	// does not happen, and an Upgrade that finds any at its last check
+	// before the exec calls itself off. One asked after that check, in the
+	// moment of the exec itself, is lost with the old image.
 	held []pmMsg
 }
 
-// hold keeps m for after the upgrade, if one is under way and m is a
-// stop, reload or shutdown; it reports whether it did.
+// handingOver reports whether an upgrade has found the postmaster quiet:
+// its children are being handed to the next image.
+func (pm *postmaster) handingOver() bool { return pm.up.quiet != nil && cap(pm.up.quiet) == 0 }
+
+// hold keeps m for after the upgrade, if the children are being handed
+// over and m is a stop, reload or shutdown; it reports whether it did.
+// Before that (while the upgrade waits for quiet) they are carried out at
+// once: a shutdown then calls the upgrade off (beginShutdown).
 func (pm *postmaster) hold(m pmMsg) bool {
-	if !pm.upgrading() {
+	if !pm.handingOver() {
 		return false
 	}
 	switch m.(type) {

@@ -604,3 +604,26 @@ func TestStopHeldDuringUpgrade(t *testing.T) {
 	}
 	h.waitState("w", Stopped)
 }
+
+// A shutdown that begins while an upgrade waits for the postmaster to be
+// quiet calls the upgrade off at once, rather than waiting behind it.
+func TestShutdownCallsOffAQuiescingUpgrade(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.startFault("slow", "ignore_term", func(s *actors.Spec) { s.StopTimeout = time.Second })
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.rt.Stop(ctx(t), "slow") }()
+	h.waitState("slow", Stopping) // not quiet while it stops
+	quiet := make(chan error, 1)
+	h.rt.tell(msgUpgradeQuiesce{reply: quiet})
+	h.rt.tell(msgShutdown{mode: phases.Fast})
+	if err := <-quiet; !errors.Is(err, ErrUpgradeRefused) || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("the quiescing upgrade's answer: %v, want it called off by the shutdown", err)
+	}
+	h.rt.tell(msgUpgradeResume{})
+	<-stopped
+	select {
+	case <-h.rt.Done():
+	case <-time.After(30 * time.Second * timeoutMult()):
+		t.Fatal("the shutdown did not finish")
+	}
+}

@@ -211,10 +211,11 @@ func (s *Segment) Regions() []RegionInfo {
 // Retire gives the segment's shared memory back while keeping its
 // addresses valid: the shared mapping is replaced, in place, by private
 // zero-filled memory of the same size, and the memfd is closed. Slices
-// taken from Region before remain safe to use (they read zeros, and what
-// is written to them is private and freed by Close), so host code that
-// still holds an old generation never faults; Region fails with ErrRetired
-// from then on. Once the children that mapped the segment are gone, its
+// taken from Region before remain safe to use until Close (they read
+// zeros, and what is written to them is private and freed by Close), so
+// host code that still holds a retired generation does not fault; Region
+// fails with ErrRetired from then on. Close unmaps it: touching it after
+// that faults. Once the children that mapped the segment are gone, its
 // pages are freed. The private memory costs nothing until it is written.
 //
 // Retire is idempotent, and a no-op after Close.
