@@ -54,7 +54,10 @@
 // (Config.Quorum, by default a majority of the peers) has granted, and
 // renews the grants with every heartbeat. Since any two quorums share a member, and a member
 // grants a lease to one holder at a time, two members never hold a
-// worker's lease at once. The holder counts its lease from the moment it
+// worker's lease at once. A member grants nothing for one Config.Lease
+// after it starts: a member that restarted has forgotten what its last
+// process granted, and only once all of that has run out may its grants
+// count toward a quorum again. The holder counts its lease from the moment it
 // sent the request that a quorum renewed, which is before any grantor
 // counted it, less a tenth for clock-rate drift, and begins to stop the
 // worker early enough for its grace period and the reaping; a holder that

@@ -163,7 +163,16 @@ type memberActor struct {
 	leaveDone chan struct{}
 	ctx       actor.Context
 	now       func() time.Time
+	// grantsFrom is when this member begins to grant leases: one lease
+	// after it started. A member that restarted has forgotten what its
+	// last process granted; until every such grant has run out, a grant
+	// of its own could make a second quorum beside a live one.
+	grantsFrom time.Time
 }
+
+// granting reports whether this member grants leases at now (see
+// grantsFrom).
+func (m *memberActor) granting(now time.Time) bool { return !now.Before(m.grantsFrom) }
 
 func newMemberActor(c *Cluster) *memberActor {
 	m := &memberActor{c: c, peers: map[string]*peer{}, workers: map[string]*worker{}, rounds: map[uint64]*round{}, sentAt: map[uint64]time.Time{},
@@ -187,6 +196,7 @@ func (m *memberActor) Receive(ctx actor.Context) {
 	now := m.now()
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
+		m.grantsFrom = now.Add(m.lt.lease)
 		m.self = memberRef{id: m.c.csys.ID, name: m.c.cfg.Name, addr: m.c.csys.Address()}
 		m.info = &wire.Member{Id: m.self.id, Name: m.self.name, Address: m.self.addr,
 			Kinds: m.c.pc.GetClusterKinds(), StartedUnixNano: now.UnixNano()}
@@ -625,6 +635,10 @@ func (m *memberActor) acquire(now time.Time, w *worker) {
 	token, of := m.acquireToken(now, w)
 	w.offer = offer{}
 	prev, wasHeld := w.g.holder, w.g.held(now)
+	if !m.granting(now) {
+		m.retry(w, m.grantsFrom.Sub(now)) // not even to itself, until its quiet lease is over
+		return
+	}
 	if !w.g.acquire(now, m.self, token, m.lt.lease) {
 		// Held by another member in this member's own view: ask again
 		// when that grant runs out (or is released).
@@ -884,7 +898,7 @@ func (m *memberActor) onHeartbeat(now time.Time, hb *wire.Heartbeat) {
 			ack.Rejected = append(ack.Rejected, &wire.Grant{Worker: l.Worker})
 			continue
 		}
-		if !w.g.renew(now, h, l.Token, m.lt.lease) {
+		if !m.granting(now) || !w.g.renew(now, h, l.Token, m.lt.lease) {
 			ack.Rejected = append(ack.Rejected, m.grantOf(now, w))
 			continue
 		}
@@ -936,7 +950,11 @@ func (m *memberActor) onAck(now time.Time, a *wire.HeartbeatAck) {
 func (m *memberActor) onAcquire(now time.Time, req *wire.Acquire, sender *actor.PID) {
 	w := m.workers[req.Worker]
 	reply := &wire.AcquireReply{Worker: req.Worker, Token: req.Token, From: m.info}
-	if w != nil {
+	if w != nil && !m.granting(now) {
+		// Refused until its quiet lease is over; the acquirer waits that long.
+		reply.Current = m.grantOf(now, w)
+		reply.Current.RemainingNs = max(reply.Current.RemainingNs, int64(m.grantsFrom.Sub(now)))
+	} else if w != nil {
 		h := m.ref(req.Holder)
 		reply.Granted = w.g.acquire(now, h, req.Token, m.lt.lease)
 		if !reply.Granted && w.g.held(now) && w.g.holder.id != h.id && req.Token > w.g.max &&
@@ -1028,7 +1046,7 @@ func (m *memberActor) offer(now time.Time, w *worker, gone string) {
 		return
 	}
 	token := max(w.g.max, w.known) + 1
-	if !w.g.offer(now, m.ref(p.info), token, m.lt.lease) {
+	if !m.granting(now) || !w.g.offer(now, m.ref(p.info), token, m.lt.lease) {
 		return
 	}
 	m.ctx.Send(m.peerPID(addr), &wire.Offer{Worker: w.spec.Name, Token: token, From: m.info, HolderId: p.info.Id, Round: p.lastRound})

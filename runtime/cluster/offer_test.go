@@ -210,3 +210,24 @@ func TestAcquireToken(t *testing.T) {
 		t.Errorf("a grant counted from %v ago is not countable", now.Sub(old.Add(time.Millisecond)))
 	}
 }
+
+// A member grants nothing for one lease after it started: a restarted
+// member has forgotten what its last process granted, and a grant of its
+// own could otherwise make a second quorum beside a holder's that is still
+// live. After that lease, every grant of its last process has run out.
+func TestRestartedGrantorIsQuiet(t *testing.T) {
+	m, now := testActor(t)
+	m.grantsFrom = now.Add(m.lt.lease)
+	w := m.workers["w"]
+	b := m.peers["127.0.0.1:7002"].info
+	req := &wire.Acquire{Worker: "w", Token: 5, Holder: b}
+	m.onAcquire(now, req, nil)
+	if w.g.held(now) {
+		t.Fatalf("granted %+v within the quiet lease after start", w.g)
+	}
+	after := m.grantsFrom
+	m.onAcquire(after, req, nil)
+	if !w.g.held(after) || w.g.holder.id != b.Id || w.g.token != 5 {
+		t.Fatalf("not granted once the quiet lease was over: %+v", w.g)
+	}
+}
