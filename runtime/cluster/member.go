@@ -809,6 +809,7 @@ func (m *memberActor) onStarted(now time.Time, s startedMsg) {
 	if s.err != nil {
 		m.c.log.Error("cluster: start of a placed worker failed", "worker", s.name, "token", s.token, "err", s.err)
 		w.ph = stopping
+		m.retry(w, 2*m.c.cfg.Interval) // not again at once: a start that fails may fail again
 		m.onStopped(now, stoppedMsg{name: s.name, token: s.token})
 		return
 	}
