@@ -187,6 +187,13 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 				c.csys.Root.Send(pid, tick{})
 			case <-c.stopT:
 				return
+			case <-c.rt.Done():
+				// The runtime stopped by itself (a critical worker): it
+				// runs nothing more, so this member stops heartbeating.
+				// Its leases lapse and the others take its workers over,
+				// as from a member that died.
+				c.log.Error("cluster: the runtime stopped; no more heartbeats from this member", "err", c.rt.Err())
+				return
 			}
 		}
 	}()
