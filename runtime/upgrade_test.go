@@ -86,11 +86,25 @@ func init() {
 				}
 				n := produced.Load() + 1
 				binary.LittleEndian.PutUint64(msg, n)
-				if err := q.Send(ctx, msg); err != nil {
+				for {
+					err := q.Send(ctx, msg)
+					if err == nil {
+						break
+					}
 					if ctx.Err() != nil {
 						return nil
 					}
-					return err
+					if !errors.Is(err, shmactor.ErrDetached) {
+						return err
+					}
+					// The reader is away (restarting with its group, whose
+					// members a roll starts again on the same queue): it
+					// comes back, as the reader waits for this writer.
+					select {
+					case <-ctx.Done():
+						return nil
+					case <-time.After(time.Millisecond):
+					}
 				}
 				produced.Store(n)
 			}
