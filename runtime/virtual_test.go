@@ -335,7 +335,7 @@ func TestVirtualStartTimeoutUptimeFromAssignment(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		v := newVirtual(t, Config{WarmPool: 2})
-		time.Sleep(3 * time.Second) // the pool's children age
+		time.Sleep(3 * time.Second) // virtual time (synctest): the pool's children age exactly 3 s
 		if st := v.rt.Status().Pool; st.Idle != 2 {
 			t.Fatalf("pool %+v after 3s, want 2 idle", st)
 		}

@@ -121,7 +121,7 @@ func TestDefaultStopTimeoutHoldsSteadily(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := cluster.Config{Bind: bind, Peers: []string{bind}, Logger: quiet,
+	cfg := cluster.Config{Bind: bind, Peers: []string{bind}, Logger: quiet, Lease: time.Second,
 		Workers: []actors.Spec{{Name: "tsingle", Props: fencedWorker}}}
 	cl, err := cluster.New(rt, cfg)
 	if err != nil {
@@ -129,6 +129,7 @@ func TestDefaultStopTimeoutHoldsSteadily(t *testing.T) {
 	}
 	var mu sync.Mutex
 	placed, given := 0, 0
+	gaveUp := make(chan struct{}, 1) // the first time this member gives the worker up
 	cl.Subscribe(func(e cluster.Event) {
 		if p, ok := e.(cluster.PlacementEvent); ok && p.Worker == "tsingle" {
 			mu.Lock()
@@ -137,6 +138,10 @@ func TestDefaultStopTimeoutHoldsSteadily(t *testing.T) {
 				placed++
 			} else {
 				given++
+				select {
+				case gaveUp <- struct{}{}:
+				default:
+				}
 			}
 		}
 	})
@@ -159,12 +164,15 @@ func TestDefaultStopTimeoutHoldsSteadily(t *testing.T) {
 		}
 	}
 	// Three leases' worth of renewals: a holder that gives its worker up
-	// at once would have placed it hundreds of times by now.
-	time.Sleep(3 * time.Second)
+	// at once does so within the first (it is caught at its first give-up).
+	select {
+	case <-gaveUp:
+	case <-time.After(3 * cfg.Lease):
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if placed != 1 || given != 0 {
-		t.Fatalf("over 3 s: placed here %d times, given up %d times; want 1 and 0", placed, given)
+		t.Fatalf("over three leases: placed here %d times, given up %d times; want 1 and 0", placed, given)
 	}
 }
 
@@ -177,3 +185,4 @@ func runningHere(rt *runtime.Runtime, name string) bool {
 	}
 	return false
 }
+
