@@ -185,4 +185,3 @@ func runningHere(rt *runtime.Runtime, name string) bool {
 	}
 	return false
 }
-
